@@ -1,0 +1,49 @@
+# diffroar: remove-and-retrain evaluation (DiffROAR) of attribution methods.
+# Stages, each in rules/<stage>.smk with its code in workflow/diffroar/<stage>.py:
+# data -> train -> saliency -> mask -> retrain -> metrics -> figures (+ localization).
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# Jobs import the diffroar package that sits beside this Snakefile, whatever else is installed:
+# the code fingerprints (rules/common.smk) are computed from these files.
+PACKAGE_ROOT = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, PACKAGE_ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [PACKAGE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+
+from diffroar.config import ConfigError, validate_config
+
+
+configfile: Path(workflow.basedir) / "config.yaml"
+
+
+try:
+    validate_config(config)
+except ConfigError as error:
+    sys.exit(str(error))
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/saliency.smk"
+include: "rules/mask.smk"
+include: "rules/retrain.smk"
+include: "rules/metrics.smk"
+include: "rules/localization.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),

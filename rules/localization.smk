@@ -1,0 +1,16 @@
+rule localization:
+    input:
+        dataset=DATA,
+        saliency=localization_saliency,
+    output:
+        f"{TABLES}/localization.parquet",
+    log:
+        "results/logs/localization/{dataset}.log",
+    conda:
+        "../envs/diffroar.yaml"
+    params:
+        keep_fractions=EXPERIMENT["keep_fractions"],
+        tiebreak_seed=config["masking"]["tiebreak_seed"],
+        code=code_fingerprint("localization"),
+    script:
+        "../workflow/scripts/localization.py"

@@ -1,0 +1,19 @@
+rule saliency:
+    input:
+        dataset=DATA,
+        checkpoint=f"{MODEL_DIR}/model.safetensors",
+    output:
+        directory(SALIENCY),
+    log:
+        "results/logs/saliency/{dataset}/{model}/seed{seed}/{method}.log",
+    benchmark:
+        "results/benchmarks/saliency/{dataset}/{model}/seed{seed}/{method}.tsv"
+    conda:
+        "../envs/diffroar.yaml"
+    threads: 2
+    params:
+        batch_size=config["saliency"]["batch_size"],
+        seed=saliency_seed,
+        code=code_fingerprint("saliency"),
+    script:
+        "../workflow/scripts/saliency.py"

@@ -1,0 +1,20 @@
+rule train:
+    input:
+        dataset=DATA,
+    output:
+        checkpoint=f"{MODEL_DIR}/model.safetensors",
+        metrics=f"{MODEL_DIR}/metrics.json",
+    log:
+        f"results/logs/train/{{dataset}}/{{model}}/seed{{seed}}.log",
+    benchmark:
+        f"results/benchmarks/train/{{dataset}}/{{model}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/diffroar.yaml"
+    threads: 2
+    params:
+        model=lambda wildcards: config["models"][wildcards.model],
+        training=config["training"],
+        fingerprint=train_fingerprint,
+        code=code_fingerprint("train"),
+    script:
+        "../workflow/scripts/train.py"

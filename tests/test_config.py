@@ -1,0 +1,352 @@
+"""validate_config: defaults, one-line errors naming key, value and rule; schema vs registries."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from diffroar import config as config_module
+from diffroar.config import ConfigError, format_k, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+SCHEMA = yaml.safe_load(config_module.SCHEMA_PATH.read_text())
+
+
+def default_config() -> dict:
+    return copy.deepcopy(DEFAULT_CONFIG)
+
+
+def test_default_config_is_valid_and_returned_in_place():
+    config = default_config()
+    assert validate_config(config) is config
+
+
+def test_defaults_are_filled_in():
+    config = default_config()
+    del config["training"]
+    del config["retraining"]
+    del config["experiment"]["retrain_seeds"]
+    del config["experiment"]["base_seeds"]
+    del config["models"]["mlp_standard"]["training"]
+    del config["models"]["mlp_standard"]["hidden_sizes"]
+    validate_config(config)
+
+    expected_optimisation = {
+        "epochs": 30,
+        "batch_size": 64,
+        "learning_rate": 0.001,
+        "weight_decay": 0.0,
+    }
+    assert config["training"] == expected_optimisation
+    assert config["retraining"] == expected_optimisation
+    assert config["experiment"]["retrain_seeds"] == [0, 1]
+    assert config["experiment"]["base_seeds"] == [0]
+    assert config["models"]["mlp_standard"]["training"] == {"mode": "standard", "steps": 7}
+    assert config["models"]["mlp_standard"]["hidden_sizes"] == [256, 256]
+    assert config["models"]["mlp_linf"]["training"]["steps"] == 7
+    assert config["saliency"] == {"batch_size": 512, "seed": 0}
+    assert config["masking"] == {"tiebreak_seed": 0}
+    assert config["figures"] == {"gallery_images": 6}
+    for dataset in config["datasets"].values():
+        assert dataset["val_fraction"] == 0.15
+        assert dataset["test_fraction"] == 0.2
+        assert dataset["split_seed"] == 0
+        assert dataset["null_patch"] == "square_outline"
+
+
+def test_defaults_do_not_override_given_values():
+    config = default_config()
+    config["training"] = {"epochs": 3}
+    config["experiment"]["retrain_seeds"] = [5]
+    validate_config(config)
+    assert config["training"]["epochs"] == 3
+    assert config["training"]["batch_size"] == 64
+    assert config["experiment"]["retrain_seeds"] == [5]
+
+
+def test_default_values_are_not_shared_between_configs():
+    first, second = default_config(), default_config()
+    del first["experiment"]["retrain_seeds"]
+    del second["experiment"]["retrain_seeds"]
+    validate_config(first)
+    validate_config(second)
+    first["experiment"]["retrain_seeds"].append(7)
+    assert second["experiment"]["retrain_seeds"] == [0, 1]
+
+
+def _set(*path_and_value):
+    """An edit that sets config[path...] = value."""
+    *path, key, value = path_and_value
+
+    def edit(config):
+        node = config
+        for part in path:
+            node = node[part]
+        node[key] = value
+
+    return edit
+
+
+def _delete(*path):
+    def edit(config):
+        node = config
+        for part in path[:-1]:
+            node = node[part]
+        del node[path[-1]]
+
+    return edit
+
+
+def _rename_key(*path_and_names):
+    *path, old, new = path_and_names
+
+    def edit(config):
+        node = config
+        for part in path:
+            node = node[part]
+        node[new] = node.pop(old)
+
+    return edit
+
+
+def _rename_model(old, new):
+    def edit(config):
+        config["models"][new] = config["models"].pop(old)
+        models = config["experiment"]["models"]
+        models[models.index(old)] = new
+
+    return edit
+
+
+# (id, edit of the default config, substrings the one-line message must contain: key path, bad
+# value, what is allowed)
+BAD_CONFIGS = [
+    (
+        "unknown loader",
+        _set("datasets", "digits", "loader", "mnist"),
+        ["datasets.digits.loader", "'mnist'", "'digits'", "'blockdigits'"],
+    ),
+    (
+        "unknown method",
+        _set("experiment", "methods", ["gradient", "lime"]),
+        ["experiment.methods[1]", "'lime'", "'gradient'", "'random'"],
+    ),
+    (
+        "k zero",
+        _set("experiment", "keep_fractions", [0, 0.5]),
+        ["experiment.keep_fractions[0]", "= 0", "> 0"],
+    ),
+    (
+        "k above one",
+        _set("experiment", "keep_fractions", [0.1, 1.5]),
+        ["experiment.keep_fractions[1]", "1.5", "<= 1"],
+    ),
+    (
+        "k duplicated",
+        _set("experiment", "keep_fractions", [0.1, 0.10]),
+        ["experiment.keep_fractions", "0.1", "duplicate"],
+    ),
+    (
+        "k duplicated after formatting",
+        _set("experiment", "keep_fractions", [0.1, 0.1000000001]),
+        ["experiment.keep_fractions[1]", "0.1000000001", "duplicate"],
+    ),
+    (
+        "negative eps",
+        _set("models", "mlp_linf", "training", "eps", -0.1),
+        ["models.mlp_linf.training.eps", "-0.1", "> 0"],
+    ),
+    (
+        "zero eps",
+        _set("models", "mlp_linf", "training", "eps", 0),
+        ["models.mlp_linf.training.eps", "= 0", "> 0"],
+    ),
+    (
+        "pgd without eps",
+        _delete("models", "mlp_linf", "training", "eps"),
+        ["models.mlp_linf.training", "'eps'", "missing"],
+    ),
+    (
+        "pgd without norm",
+        _set("models", "mlp_standard", "training", {"mode": "pgd", "eps": 0.1}),
+        ["models.mlp_standard.training", "'norm'", "missing"],
+    ),
+    (
+        "key typo",
+        _rename_key("experiment", "keep_fractions", "keep_fracions"),
+        ["experiment.keep_fracions", "unknown key", "keep_fractions"],
+    ),
+    (
+        "unknown top-level key",
+        _set("trainng", {"epochs": 3}),
+        ["trainng", "{'epochs': 3}", "unknown key", "training"],
+    ),
+    (
+        "model not defined",
+        _set("experiment", "models", ["mlp_standard", "cnn"]),
+        ["experiment.models[1]", "'cnn'", "not defined", "mlp_linf", "mlp_standard"],
+    ),
+    (
+        "dataset not defined",
+        _set("experiment", "datasets", ["mnist"]),
+        ["experiment.datasets[0]", "'mnist'", "not defined", "blockdigits", "digits"],
+    ),
+    (
+        "zero epochs",
+        _set("training", "epochs", 0),
+        ["training.epochs", "= 0", ">= 1"],
+    ),
+    (
+        "zero retraining epochs",
+        _set("retraining", "epochs", 0),
+        ["retraining.epochs", "= 0", ">= 1"],
+    ),
+    (
+        "batch size as string",
+        _set("training", "batch_size", "64"),
+        ["training.batch_size", "'64'", "integer"],
+    ),
+    (
+        "empty methods",
+        _set("experiment", "methods", []),
+        ["experiment.methods", "[]", "at least 1"],
+    ),
+    (
+        "held-out fractions sum to one",
+        _set("datasets", "digits", "val_fraction", 0.8),
+        ["datasets.digits", "val_fraction + test_fraction", "= 1:", "< 1"],
+    ),
+    (
+        "held-out fractions above one",
+        lambda config: config["datasets"]["blockdigits"].update(
+            val_fraction=0.6, test_fraction=0.5
+        ),
+        ["datasets.blockdigits", "val_fraction + test_fraction", "1.1", "< 1"],
+    ),
+    (
+        "bad norm",
+        _set("models", "mlp_linf", "training", "norm", "l3"),
+        ["models.mlp_linf.training.norm", "'l3'", "'linf'", "'l2'"],
+    ),
+    (
+        "model name with hyphen",
+        _rename_model("mlp_linf", "mlp-linf"),
+        ["models", "'mlp-linf'", "must match"],
+    ),
+    (
+        "unknown architecture",
+        _set("models", "mlp_standard", "architecture", "cnn"),
+        ["models.mlp_standard.architecture", "'cnn'", "'mlp'"],
+    ),
+    (
+        "negative seed",
+        _set("experiment", "retrain_seeds", [0, -1]),
+        ["experiment.retrain_seeds[1]", "-1", ">= 0"],
+    ),
+    (
+        "one class",
+        _set("datasets", "blockdigits", "classes", [0]),
+        ["datasets.blockdigits.classes", "[0]", "at least 2"],
+    ),
+    (
+        "missing section",
+        _delete("models"),
+        ["'models'", "missing"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [pytest.param(edit, expected, id=name) for name, edit, expected in BAD_CONFIGS],
+)
+def test_bad_config_raises_one_line_error(edit, expected):
+    config = default_config()
+    edit(config)
+    with pytest.raises(ConfigError) as raised:
+        validate_config(config)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("config error: ")
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("key", ["epochs", "batch_size"])
+def test_integer_settings_given_as_floats_are_rejected_or_made_integers(key):
+    # 3.0 is an integer to JSON Schema, but train() uses these in range(): a float that passes
+    # validation unchanged fails later, inside a job.
+    config = default_config()
+    config["training"][key] = 3.0
+    try:
+        validate_config(config)
+    except ConfigError as error:
+        assert f"training.{key}" in str(error)
+    else:
+        assert type(config["training"][key]) is int
+
+
+def _schema_enum(*path):
+    node = SCHEMA
+    for part in path:
+        node = node[part]
+    return node["enum"]
+
+
+def test_schema_methods_match_saliency_registry():
+    from diffroar.saliency import METHODS
+
+    methods = _schema_enum("properties", "experiment", "properties", "methods", "items")
+    assert methods == sorted(METHODS)
+    assert set(config_module.SEEDED_METHODS) <= set(METHODS)
+
+
+def test_schema_loaders_match_data_registry():
+    from diffroar.data import LOADERS
+
+    loaders = _schema_enum("properties", "datasets", "additionalProperties", "properties", "loader")
+    assert sorted(loaders) == sorted(LOADERS)
+    assert set(config_module.BLOCK_LOADERS) <= set(LOADERS)
+
+
+def test_schema_architectures_match_model_registry():
+    from diffroar.models import ARCHITECTURES
+
+    architectures = _schema_enum(
+        "properties", "models", "additionalProperties", "properties", "architecture"
+    )
+    assert sorted(architectures) == sorted(ARCHITECTURES)
+
+
+def test_schema_null_patches_match_data_registry():
+    from diffroar.data import NULL_PATCHES
+
+    patches = _schema_enum(
+        "properties", "datasets", "additionalProperties", "properties", "null_patch"
+    )
+    assert sorted(patches) == sorted(NULL_PATCHES)
+
+
+@pytest.mark.parametrize(
+    ("keep_fraction", "text"),
+    [
+        (0.05, "0.05"),
+        (0.1, "0.1"),
+        (0.10, "0.1"),
+        (0.5, "0.5"),
+        (0.9, "0.9"),
+        (1.0, "1"),
+        (1, "1"),
+        (0.25, "0.25"),
+        (0.001, "0.001"),
+    ],
+)
+def test_format_k(keep_fraction, text):
+    assert format_k(keep_fraction) == text

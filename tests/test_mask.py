@@ -1,0 +1,232 @@
+"""Masking: how many coordinates are kept, which ones, and the masked store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diffroar.mask import keep_count, keep_mask, rank, run_mask, tiebreak_rng
+from diffroar.store import SPLITS, create_store, open_store, read_split, write_array
+
+
+@pytest.mark.parametrize(
+    ("keep_fraction", "coordinates", "expected"),
+    [
+        (0.05, 64, 3),  # 3.2
+        (0.1, 64, 6),  # 6.4
+        (0.2, 64, 13),  # 12.8
+        (0.5, 64, 32),
+        (0.9, 64, 58),  # 57.6
+        (0.9, 128, 115),  # 115.2
+        (1.0, 64, 64),
+        (0.001, 64, 1),  # rounds to 0: at least one coordinate is kept
+        (1e-9, 10, 1),
+        (0.15, 20, 3),  # 3.0000000000000004
+        (0.3, 10, 3),
+        (0.7, 10, 7),
+        (1.0, 1, 1),
+    ],
+)
+def test_keep_count(keep_fraction, coordinates, expected):
+    count = keep_count(keep_fraction, coordinates)
+    assert count == expected
+    assert type(count) is int
+
+
+@pytest.mark.parametrize("coordinates", [1, 7, 64, 128, 1000])
+def test_keep_count_bounds(coordinates):
+    counts = [keep_count(k, coordinates) for k in np.linspace(1e-6, 1, 101)]
+    assert all(1 <= c <= coordinates for c in counts)
+    assert counts == sorted(counts)
+    assert counts[-1] == coordinates
+
+
+def test_rank_orders_by_descending_magnitude():
+    scores = np.array([[0.1, -0.9, 0.5, 0.0, 0.3], [2.0, 1.0, -3.0, 0.5, -0.25]])
+    ranking = rank(scores, np.random.default_rng(0))
+    np.testing.assert_array_equal(ranking, [[1, 2, 4, 0, 3], [2, 0, 1, 3, 4]])
+
+
+def test_rank_breaks_ties_with_the_rng():
+    scores = np.zeros((1, 50))
+    first = rank(scores, np.random.default_rng(0))
+    again = rank(scores, np.random.default_rng(0))
+    other = rank(scores, np.random.default_rng(1))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    np.testing.assert_array_equal(np.sort(first[0]), np.arange(50))
+    np.testing.assert_array_equal(np.sort(other[0]), np.arange(50))
+
+
+def test_rank_ties_only_reorder_tied_entries():
+    # |-5| first, then 3, then the four tied 1s (sign ignored) in a seed-dependent order, then 0.
+    scores = np.array([[1.0, 3.0, -1.0, 0.0, 1.0, -5.0, -1.0]])
+    orders = set()
+    for seed in range(20):
+        ranking = rank(scores, np.random.default_rng(seed))[0]
+        assert list(ranking[:2]) == [5, 1]
+        assert set(ranking[2:6]) == {0, 2, 4, 6}
+        assert ranking[6] == 3
+        orders.add(tuple(ranking[2:6]))
+    assert len(orders) > 1
+
+
+def test_keep_mask_hand_example():
+    attributions = np.array([[[[0.1, -0.9], [0.5, 0.0]]], [[[-0.2, 0.05], [0.0, 0.7]]]])
+    top = keep_mask(attributions, 0.5, "top", np.random.default_rng(0))
+    bottom = keep_mask(attributions, 0.5, "bottom", np.random.default_rng(0))
+    assert top.shape == attributions.shape and top.dtype == bool
+    np.testing.assert_array_equal(top[0, 0], [[False, True], [True, False]])
+    np.testing.assert_array_equal(top[1, 0], [[True, False], [False, True]])
+    np.testing.assert_array_equal(bottom, ~top)
+    top_one = keep_mask(attributions, 0.25, "top", np.random.default_rng(0))
+    np.testing.assert_array_equal(top_one[0, 0], [[False, True], [False, False]])
+    np.testing.assert_array_equal(top_one[1, 0], [[False, False], [False, True]])
+
+
+@pytest.mark.parametrize("keep_fraction", [0.05, 0.1, 0.3, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("order", ["top", "bottom"])
+def test_keep_mask_keeps_keep_count_per_image(keep_fraction, order):
+    rng = np.random.default_rng(0)
+    # integer scores: many ties
+    attributions = rng.integers(-3, 4, size=(10, 2, 4, 5)).astype(np.float32)
+    mask = keep_mask(attributions, keep_fraction, order, np.random.default_rng(1))
+    expected = keep_count(keep_fraction, 40)
+    np.testing.assert_array_equal(mask.reshape(10, -1).sum(axis=1), expected)
+
+
+@pytest.mark.parametrize("keep_fraction", [0.05, 0.1, 0.2, 0.4, 0.5])
+def test_top_and_bottom_are_disjoint(keep_fraction):
+    attributions = np.random.default_rng(2).integers(-2, 3, size=(20, 1, 8, 8)).astype(float)
+    top = keep_mask(attributions, keep_fraction, "top", np.random.default_rng(7))
+    bottom = keep_mask(attributions, keep_fraction, "bottom", np.random.default_rng(7))
+    assert not (top & bottom).any()
+    if keep_fraction == 0.5:
+        assert (top | bottom).all()
+
+
+def test_top_keeps_the_largest_magnitudes():
+    attributions = np.random.default_rng(3).normal(size=(5, 1, 6, 6))
+    count = keep_count(0.2, 36)
+    top = keep_mask(attributions, 0.2, "top", np.random.default_rng(0))
+    bottom = keep_mask(attributions, 0.2, "bottom", np.random.default_rng(0))
+    magnitude = np.abs(attributions).reshape(5, -1)
+    for index in range(5):
+        ordered = np.sort(magnitude[index])
+        kept_top = magnitude[index][top[index].ravel()]
+        kept_bottom = magnitude[index][bottom[index].ravel()]
+        np.testing.assert_array_equal(np.sort(kept_top), ordered[-count:])
+        np.testing.assert_array_equal(np.sort(kept_bottom), ordered[:count])
+
+
+def test_tiebreak_rng_differs_by_block_and_split():
+    draws = {
+        (split, start): tiebreak_rng(0, split, start).random()
+        for split in SPLITS
+        for start in (0, 100)
+    }
+    assert len(set(draws.values())) == len(draws)
+    assert tiebreak_rng(0, "val", 100).random() == draws[("val", 100)]
+
+
+# --- run_mask end to end on tiny stores ----------------------------------------------------------
+
+SHAPE = (1, 2, 3)
+PIXEL_MAX = 4.0
+PIXEL_MEAN = 0.3  # not a multiple of 1/4, so filled coordinates are recognisable
+SIZES = {"train": 6, "val": 3, "test": 4}
+
+
+def _write_stores(tmp_path, attribution_shape=SHAPE):
+    rng = np.random.default_rng(0)
+    dataset_path, saliency_path = tmp_path / "dataset.zarr", tmp_path / "saliency.zarr"
+    dataset = create_store(
+        dataset_path,
+        {
+            "dataset": "tiny",
+            "shape": list(SHAPE),
+            "classes": ["a", "b"],
+            "num_classes": 2,
+            "pixel_max": PIXEL_MAX,
+            "pixel_mean": PIXEL_MEAN,
+            "channel_mean": [PIXEL_MEAN],
+            "channel_std": [0.2],
+        },
+    )
+    saliency = create_store(
+        saliency_path, {"model": "tiny_mlp", "base_seed": 0, "method": "gradient", "seed": 0}
+    )
+    for split, count in SIZES.items():
+        group = dataset.create_group(split)
+        write_array(group, "images", rng.integers(0, 5, size=(count, *SHAPE), dtype=np.uint8))
+        write_array(group, "labels", (np.arange(count) % 2).astype(np.int64))
+        # distinct magnitudes: the kept set does not depend on tie-breaking
+        values = rng.permutation(count * 6).reshape(count, *SHAPE) + 1.0
+        signs = rng.choice([-1.0, 1.0], size=values.shape)
+        attributions = (values * signs).astype(np.float32)
+        write_array(
+            saliency.create_group(split),
+            "attributions",
+            attributions.reshape(count, *attribution_shape),
+        )
+    return dataset_path, saliency_path
+
+
+@pytest.mark.parametrize("order", ["top", "bottom"])
+def test_run_mask_end_to_end(tmp_path, order):
+    dataset_path, saliency_path = _write_stores(tmp_path)
+    out_path = tmp_path / "masked.zarr"
+    run_mask(
+        str(dataset_path),
+        str(saliency_path),
+        str(out_path),
+        keep_fraction=0.5,
+        order=order,
+        tiebreak_seed=0,
+    )
+    attributes = dict(open_store(out_path).attrs)
+    assert attributes["pixel_max"] == 1.0
+    assert attributes["source_pixel_max"] == PIXEL_MAX
+    assert attributes["dataset"] == "tiny"
+    assert attributes["shape"] == list(SHAPE)
+    masking = attributes["masking"]
+    assert masking["order"] == order
+    assert masking["keep_fraction"] == 0.5
+    assert masking["kept_coordinates"] == 3
+    assert masking["coordinates"] == 6
+    assert masking["method"] == "gradient"
+    assert masking["model"] == "tiny_mlp"
+    assert masking["fill_value"] == pytest.approx(PIXEL_MEAN)
+
+    for split in SPLITS:
+        source, saliency, masked = (
+            read_split(dataset_path, split),
+            read_split(saliency_path, split),
+            read_split(out_path, split),
+        )
+        assert masked["images"].dtype == np.float32
+        assert masked["images"].shape == source["images"].shape
+        np.testing.assert_array_equal(masked["labels"], source["labels"])
+        magnitude = np.abs(saliency["attributions"]).reshape(SIZES[split], -1)
+        ranks = np.argsort(np.argsort(-magnitude, axis=1), axis=1)  # 0 = largest
+        kept = (ranks < 3) if order == "top" else (ranks >= 3)
+        kept = kept.reshape(source["images"].shape)
+        expected = np.where(
+            kept, source["images"].astype(np.float32) / np.float32(PIXEL_MAX), PIXEL_MEAN
+        ).astype(np.float32)
+        np.testing.assert_array_equal(masked["images"], expected)
+        assert (masked["images"] == np.float32(PIXEL_MEAN)).reshape(SIZES[split], -1).sum(
+            axis=1
+        ).tolist() == [3] * SIZES[split]
+
+
+def test_run_mask_rejects_attributions_of_another_shape(tmp_path):
+    dataset_path, saliency_path = _write_stores(tmp_path, attribution_shape=(1, 3, 2))
+    with pytest.raises(ValueError, match="shape"):
+        run_mask(
+            str(dataset_path),
+            str(saliency_path),
+            str(tmp_path / "masked.zarr"),
+            keep_fraction=0.5,
+            order="top",
+            tiebreak_seed=0,
+        )

@@ -1,0 +1,245 @@
+"""The DiffROAR table, the run table, and the BlockMNIST localization measures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from diffroar.localization import localization_rows, null_topk_share, signal_mass_share, signal_rows
+from diffroar.metrics import RUN_COLUMNS, collect_runs, diffroar_table, interval95
+from diffroar.runtime import write_json
+from diffroar.store import create_store, write_array
+from scipy import stats
+
+IDENTITY = {
+    "dataset": "digits",
+    "model": "mlp_standard",
+    "architecture": "mlp",
+    "training_mode": "standard",
+}
+
+
+def _run(method, keep_fraction, order, retrain_seed, accuracy, base_seed=0, **extra):
+    return (
+        IDENTITY
+        | {
+            "method": method,
+            "keep_fraction": keep_fraction,
+            "order": order,
+            "base_seed": base_seed,
+            "retrain_seed": retrain_seed,
+            "test_accuracy": accuracy,
+        }
+        | extra
+    )
+
+
+def _runs():
+    return pd.DataFrame(
+        [
+            _run("gradient", 0.1, "top", 0, 0.90),
+            _run("gradient", 0.1, "bottom", 0, 0.50),
+            _run("gradient", 0.1, "top", 1, 0.80),
+            _run("gradient", 0.1, "bottom", 1, 0.60),
+            _run("random", 0.1, "top", 0, 0.55),
+            _run("random", 0.1, "bottom", 0, 0.50),
+            _run("random", 0.1, "top", 1, 0.45),
+            _run("random", 0.1, "bottom", 1, 0.52),
+            # one seed only at k = 0.5: no interval
+            _run("gradient", 0.5, "top", 0, 0.95),
+            _run("gradient", 0.5, "bottom", 0, 0.75),
+        ]
+    )
+
+
+def _expected_interval(differences):
+    differences = np.asarray(differences)
+    n = len(differences)
+    half = stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / math.sqrt(n)
+    return differences.mean() - half, differences.mean() + half
+
+
+def test_diffroar_table_values():
+    table = diffroar_table(_runs())
+    assert len(table) == 3
+    for column in (
+        "top_accuracy",
+        "bottom_accuracy",
+        "diffroar",
+        "diffroar_std",
+        "ci_low",
+        "ci_high",
+        "n_runs",
+    ):
+        assert column in table.columns
+    rows = {(r.method, r.keep_fraction): r for r in table.itertuples()}
+
+    gradient = rows[("gradient", 0.1)]
+    assert gradient.dataset == "digits" and gradient.model == "mlp_standard"
+    assert gradient.architecture == "mlp" and gradient.training_mode == "standard"
+    assert gradient.top_accuracy == pytest.approx(0.85)
+    assert gradient.bottom_accuracy == pytest.approx(0.55)
+    assert gradient.diffroar == pytest.approx(0.30)
+    assert gradient.diffroar_std == pytest.approx(np.std([0.4, 0.2], ddof=1))
+    low, high = _expected_interval([0.4, 0.2])
+    assert gradient.ci_low == pytest.approx(low)
+    assert gradient.ci_high == pytest.approx(high)
+    # t with 1 degree of freedom: 12.706 * 0.1414 / sqrt(2) = 1.2706
+    assert gradient.ci_high - gradient.diffroar == pytest.approx(1.27062, abs=1e-4)
+    assert gradient.n_runs == 2
+
+    control = rows[("random", 0.1)]
+    assert control.top_accuracy == pytest.approx(0.50)
+    assert control.bottom_accuracy == pytest.approx(0.51)
+    assert control.diffroar == pytest.approx(-0.01)
+    low, high = _expected_interval([0.05, -0.07])
+    assert control.ci_low == pytest.approx(low)
+    assert control.ci_high == pytest.approx(high)
+    assert control.n_runs == 2
+
+    single = rows[("gradient", 0.5)]
+    assert single.diffroar == pytest.approx(0.20)
+    assert single.n_runs == 1
+    assert math.isnan(single.ci_low) and math.isnan(single.ci_high)
+    assert math.isnan(single.diffroar_std)
+
+
+def test_diffroar_pairs_runs_by_base_and_retrain_seed():
+    # Pairing matters: (top - bottom) per seed pair, not mean(top) - mean(bottom) over unpaired
+    # rows. An unpaired top run (seed 2 has no bottom run) is left out.
+    runs = pd.DataFrame(
+        [
+            _run("gradient", 0.1, "top", 0, 0.9, base_seed=0),
+            _run("gradient", 0.1, "bottom", 0, 0.4, base_seed=0),
+            _run("gradient", 0.1, "top", 0, 0.7, base_seed=1),
+            _run("gradient", 0.1, "bottom", 0, 0.6, base_seed=1),
+            _run("gradient", 0.1, "top", 2, 0.1, base_seed=0),
+        ]
+    )
+    row = diffroar_table(runs).iloc[0]
+    assert row["n_runs"] == 2
+    assert row["top_accuracy"] == pytest.approx(0.8)
+    assert row["diffroar"] == pytest.approx(0.3)
+    assert row["diffroar_std"] == pytest.approx(np.std([0.5, 0.1], ddof=1))
+
+
+def test_interval95():
+    values = pd.Series([0.1, 0.3, 0.2, 0.6])
+    low, high = interval95(values)
+    expected = stats.t.interval(0.95, 3, loc=values.mean(), scale=stats.sem(values))
+    assert (low, high) == pytest.approx(expected)
+    assert all(math.isnan(v) for v in interval95(pd.Series([0.5])))
+
+
+def _metrics_payload(order, retrain_seed, accuracy):
+    payload = {column: None for column in RUN_COLUMNS} | _run(
+        "gradient", 0.2, order, retrain_seed, accuracy
+    )
+    payload |= {
+        "kept_coordinates": 13,
+        "test_accuracy_last_epoch": accuracy - 0.01,
+        "selected_epoch": 3,
+        "epochs": 5,
+        "wall_seconds": 1.5,
+        "config_fingerprint": "abc",
+        "package_version": "0.1.0",
+        "history": [{"epoch": 1}],  # not a column of the run table
+    }
+    return payload
+
+
+def test_collect_runs_reads_metrics_json(tmp_path):
+    written = [("top", 1, 0.9), ("bottom", 0, 0.4), ("top", 0, 0.8), ("bottom", 1, 0.5)]
+    paths = []
+    for index, (order, seed, accuracy) in enumerate(written):
+        path = tmp_path / f"run{index}" / "metrics.json"
+        write_json(path, _metrics_payload(order, seed, accuracy))
+        paths.append(path)
+    runs = collect_runs(paths)
+    assert list(runs.columns) == RUN_COLUMNS
+    assert len(runs) == 4
+    # sorted by order, then seeds
+    assert list(runs["order"]) == ["bottom", "bottom", "top", "top"]
+    assert list(runs["retrain_seed"]) == [0, 1, 0, 1]
+    assert list(runs["test_accuracy"]) == [0.4, 0.5, 0.8, 0.9]
+    assert (runs["kept_coordinates"] == 13).all()
+    table = diffroar_table(runs)
+    assert table.loc[0, "diffroar"] == pytest.approx(0.4)
+    assert table.loc[0, "n_runs"] == 2
+
+
+def test_collect_runs_names_a_missing_column(tmp_path):
+    payload = _metrics_payload("top", 0, 0.9)
+    del payload["test_accuracy"]
+    write_json(tmp_path / "metrics.json", payload)
+    with pytest.raises(KeyError, match="test_accuracy"):
+        collect_runs([tmp_path / "metrics.json"])
+
+
+# --- localization -------------------------------------------------------------------------------
+
+
+def test_signal_rows():
+    rows = signal_rows(np.array([True, False]), 2)
+    assert rows.dtype == bool
+    np.testing.assert_array_equal(rows, [[True, True, False, False], [False, False, True, True]])
+
+
+def test_signal_mass_share_hand_examples():
+    attributions = np.zeros((4, 1, 4, 2))
+    attributions[0, 0, :2] = [[1.0, -2.0], [0.5, 0.0]]  # all mass on the top (signal) block
+    attributions[1, 0, 2:] = [[-1.0, 1.0], [1.0, 1.0]]  # all on the bottom, where the signal is
+    attributions[2] = 1.0  # uniform
+    attributions[3, 0, 0, 0], attributions[3, 0, 3, 1] = -3.0, 1.0  # 3 on signal, 1 on null
+    in_signal = signal_rows(np.array([True, False, True, True]), 2)
+    share = signal_mass_share(attributions, in_signal)
+    np.testing.assert_allclose(share, [1.0, 1.0, 0.5, 0.75])
+
+
+def test_signal_mass_share_of_zero_attributions_is_nan():
+    share = signal_mass_share(np.zeros((1, 1, 4, 2)), signal_rows(np.array([True]), 2))
+    assert np.isnan(share[0])
+
+
+def test_null_topk_share_hand_example():
+    keep = np.zeros((3, 1, 4, 2), dtype=bool)
+    keep[0, 0, 0, :] = True  # 2 kept, both in the top rows
+    keep[1, 0, 0, 0] = keep[1, 0, 3, :] = True  # 1 top row, 2 bottom rows
+    keep[2, 0, 2:, :] = True  # 4 kept in the bottom rows
+    in_signal = signal_rows(np.array([True, True, False]), 2)
+    share = null_topk_share(keep, in_signal)
+    np.testing.assert_allclose(share, [0.0, 2 / 3, 0.0])
+    share_flipped = null_topk_share(keep, ~in_signal)
+    np.testing.assert_allclose(share_flipped, [1.0, 1 / 3, 1.0])
+
+
+def test_localization_rows_on_tiny_stores(tmp_path):
+    count, height = 6, 2
+    on_top = np.array([True, False, True, True, False, False])
+    dataset = create_store(
+        tmp_path / "dataset.zarr", {"dataset": "tiny_block", "block": {"height": height}}
+    )
+    saliency = create_store(
+        tmp_path / "saliency.zarr", {"model": "m", "base_seed": 0, "method": "gradient"}
+    )
+    in_signal = signal_rows(on_top, height)
+    # attributions only on the signal rows: perfect localization
+    attributions = np.where(in_signal[:, None, :, None], 1.0, 0.0) * np.ones((count, 1, 4, 3))
+    attributions = attributions * np.random.default_rng(0).uniform(1, 2, attributions.shape)
+    write_array(dataset.create_group("test"), "signal_on_top", on_top)
+    write_array(saliency.create_group("test"), "attributions", attributions.astype(np.float32))
+
+    rows = localization_rows(
+        str(tmp_path / "dataset.zarr"), str(tmp_path / "saliency.zarr"), [0.25, 0.5, 0.75], 0
+    )
+    assert [row["measure"] for row in rows] == ["signal_mass_share"] + ["null_topk_share"] * 3
+    assert all(row["dataset"] == "tiny_block" and row["method"] == "gradient" for row in rows)
+    assert rows[0]["mean"] == pytest.approx(1.0)
+    assert rows[0]["n_images"] == count
+    assert [row["keep_fraction"] for row in rows[1:]] == [0.25, 0.5, 0.75]
+    assert rows[1]["mean"] == pytest.approx(0.0)
+    assert rows[2]["mean"] == pytest.approx(0.0)
+    # 9 of 12 coordinates kept, only 6 are signal: 3 / 9 in the null block
+    assert rows[3]["mean"] == pytest.approx(1 / 3)

@@ -1,0 +1,263 @@
+"""Models, checkpoints, PGD and the training loop on tiny problems."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffroar.models import (
+    Normalize,
+    build_model,
+    load_checkpoint,
+    model_spec,
+    save_checkpoint,
+)
+from diffroar.retrain import select_epoch
+from diffroar.train import accuracy, attack_settings, pgd, train, training_mode
+
+torch.set_num_threads(1)
+
+SPEC = {
+    "architecture": "mlp",
+    "hidden_sizes": [16],
+    "input_shape": [1, 2, 3],
+    "num_classes": 2,
+    "channel_mean": [0.5],
+    "channel_std": [0.3],
+}
+
+
+def toy_problem(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (count, 1, 2, 3) in [0, 1]; the label says whether the first pixel exceeds the
+    second by a margin (linearly separable)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(count, 1, 2, 3, generator=generator)
+    difference = images[:, 0, 0, 0] - images[:, 0, 0, 1]
+    keep = difference.abs() > 0.1
+    images, difference = images[keep], difference[keep]
+    return images, (difference > 0).long()
+
+
+def fit(seed: int = 0, train_seed: int = 0, epochs: int = 15, **overrides):
+    torch.manual_seed(seed)
+    model = build_model(SPEC)
+    settings = {
+        "epochs": epochs,
+        "batch_size": 32,
+        "learning_rate": 0.01,
+        "weight_decay": 0.0,
+        "seed": train_seed,
+    } | overrides
+    history = train(
+        model,
+        toy_problem(256, seed=1),
+        {"val": toy_problem(128, seed=2)},
+        **settings,
+    )
+    return model, history
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return fit()
+
+
+def test_build_model_output_shape():
+    torch.manual_seed(0)
+    model = build_model(SPEC)
+    assert isinstance(model[0], Normalize)
+    logits = model(torch.rand(5, 1, 2, 3))
+    assert logits.shape == (5, 2)
+
+
+def test_build_model_without_hidden_layers_is_linear():
+    spec = SPEC | {"hidden_sizes": [], "input_shape": [3, 4, 4], "num_classes": 7}
+    model = build_model(spec)
+    linear_layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear_layers] == [(48, 7)]
+    assert model(torch.rand(2, 3, 4, 4)).shape == (2, 7)
+
+
+def test_normalize_uses_per_channel_statistics():
+    normalize = Normalize([0.5, 0.25], [0.5, 0.125])
+    x = torch.ones(1, 2, 1, 1)
+    torch.testing.assert_close(normalize(x).flatten(), torch.tensor([1.0, 6.0]))
+
+
+def test_model_spec_reads_dataset_attributes_and_floors_std():
+    attributes = {
+        "shape": [2, 4, 4],
+        "num_classes": 3,
+        "channel_mean": [0.1, 0.2],
+        "channel_std": [0.0, 0.4],
+    }
+    spec = model_spec({"architecture": "mlp", "hidden_sizes": [8]}, attributes)
+    assert spec["input_shape"] == [2, 4, 4]
+    assert spec["num_classes"] == 3
+    assert spec["channel_mean"] == [0.1, 0.2]
+    assert spec["channel_std"] == [1e-6, 0.4]
+    model = build_model(spec)
+    assert torch.isfinite(model(torch.rand(2, 2, 4, 4))).all()
+
+
+def test_checkpoint_round_trip(tmp_path, trained):
+    model, _ = trained
+    path = tmp_path / "sub" / "model.safetensors"
+    info = {"dataset": "toy", "seed": 3, "history": [{"epoch": 1, "loss": 0.5}]}
+    save_checkpoint(path, model, SPEC, info)
+    loaded, metadata = load_checkpoint(path)
+    assert not loaded.training
+    assert metadata["spec"] == SPEC
+    assert metadata["dataset"] == "toy"
+    assert metadata["seed"] == 3
+    assert metadata["history"] == [{"epoch": 1, "loss": 0.5}]
+    images = torch.rand(7, 1, 2, 3)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images), rtol=0, atol=0)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_truncated_checkpoint_names_the_file(tmp_path, trained):
+    model, _ = trained
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, model, SPEC, {"seed": 0})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(ValueError, match="absent.safetensors"):
+        load_checkpoint(tmp_path / "absent.safetensors")
+
+
+def _attack_inputs():
+    images, labels = toy_problem(64, seed=5)
+    # corners of the box: clamping to [0, 1] must bind
+    images[:8] = 0.0
+    images[8:16] = 1.0
+    return images, labels
+
+
+@pytest.mark.parametrize(
+    ("norm", "eps"),
+    [("linf", 0.1), ("linf", 0.3), ("l2", 0.2), ("l2", 0.6)],
+)
+def test_pgd_stays_in_the_ball_and_the_box_and_raises_the_loss(trained, norm, eps):
+    model, _ = trained
+    images, labels = _attack_inputs()
+    torch.manual_seed(0)
+    adversarial = pgd(model, images, labels, norm=norm, eps=eps, steps=10, step_size=eps / 4)
+    assert adversarial.shape == images.shape
+    assert not adversarial.requires_grad
+    assert adversarial.min() >= 0.0 and adversarial.max() <= 1.0
+    delta = (adversarial - images).flatten(1)
+    if norm == "linf":
+        assert delta.abs().max() <= eps + 1e-6
+    else:
+        assert delta.norm(dim=1).max() <= eps + 1e-5
+    assert delta.abs().max() > 0
+    with torch.no_grad():
+        clean_loss = F.cross_entropy(model(images), labels)
+        attacked_loss = F.cross_entropy(model(adversarial), labels)
+    assert attacked_loss > clean_loss
+
+
+def test_pgd_restores_the_training_mode(trained):
+    model, _ = trained
+    images, labels = _attack_inputs()
+    model.train()
+    pgd(model, images, labels, norm="linf", eps=0.1, steps=1, step_size=0.05)
+    assert model.training
+    model.eval()
+    pgd(model, images, labels, norm="linf", eps=0.1, steps=1, step_size=0.05)
+    assert not model.training
+
+
+def test_accuracy_under_attack_is_lower(trained):
+    model, _ = trained
+    images, labels = toy_problem(128, seed=2)
+    clean = accuracy(model, images, labels)
+    torch.manual_seed(0)
+    attacked = accuracy(
+        model, images, labels, {"norm": "linf", "eps": 0.3, "steps": 10, "step_size": 0.05}
+    )
+    assert 0 <= attacked < clean <= 1
+
+
+def test_attack_settings_and_training_mode():
+    standard = {"training": {"mode": "standard", "steps": 7}}
+    robust = {"training": {"mode": "pgd", "norm": "l2", "eps": 0.5, "steps": 5}}
+    explicit = {
+        "training": {"mode": "pgd", "norm": "linf", "eps": 0.1, "steps": 7, "step_size": 0.02}
+    }
+    assert attack_settings(standard) is None
+    assert attack_settings(robust) == {"norm": "l2", "eps": 0.5, "steps": 5, "step_size": 0.25}
+    assert attack_settings(explicit)["step_size"] == 0.02
+    assert training_mode(standard) == "standard"
+    assert training_mode(robust) == "pgd_l2"
+    assert training_mode(explicit) == "pgd_linf"
+
+
+def test_train_learns_a_separable_problem(trained):
+    model, history = trained
+    assert len(history) == 15
+    assert [record["epoch"] for record in history] == list(range(1, 16))
+    for record in history:
+        assert set(record) == {"epoch", "loss", "train_accuracy", "val_accuracy"}
+        assert 0 <= record["train_accuracy"] <= 1 and 0 <= record["val_accuracy"] <= 1
+    assert history[-1]["val_accuracy"] >= 0.9
+    assert history[-1]["train_accuracy"] >= 0.9
+    assert history[-1]["loss"] < history[0]["loss"]
+    images, labels = toy_problem(128, seed=2)
+    assert accuracy(model, images, labels) == history[-1]["val_accuracy"]
+
+
+def test_train_is_reproducible_per_seed():
+    first_model, first = fit(epochs=3)
+    second_model, second = fit(epochs=3)
+    assert first == second
+    for name, tensor in first_model.state_dict().items():
+        assert torch.equal(second_model.state_dict()[name], tensor), name
+
+
+def test_train_depends_on_the_seed():
+    first_model, first = fit(epochs=3)
+    # the same initial weights, another shuffling seed
+    other_model, other = fit(train_seed=1, epochs=3)
+    assert [r["loss"] for r in first] != [r["loss"] for r in other]
+    assert not all(
+        torch.equal(other_model.state_dict()[name], tensor)
+        for name, tensor in first_model.state_dict().items()
+    )
+
+
+def test_train_with_pgd_returns_a_history():
+    _, history = fit(epochs=2, attack={"norm": "linf", "eps": 0.05, "steps": 2, "step_size": 0.025})
+    assert len(history) == 2
+    assert all(0 <= r["val_accuracy"] <= 1 for r in history)
+
+
+def test_train_reports_divergence_with_its_epoch():
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        fit(epochs=3, learning_rate=1e30)
+
+
+def _record(epoch, val):
+    return {"epoch": epoch, "loss": 1.0 / epoch, "val_accuracy": val, "test_accuracy": epoch / 10}
+
+
+def test_select_epoch_picks_the_best_validation_accuracy():
+    history = [_record(1, 0.5), _record(2, 0.8), _record(3, 0.7)]
+    assert select_epoch(history)["epoch"] == 2
+    assert select_epoch(history)["test_accuracy"] == 0.2
+
+
+def test_select_epoch_takes_the_earliest_on_ties():
+    history = [_record(1, 0.5), _record(2, 0.9), _record(3, 0.6), _record(4, 0.9), _record(5, 0.9)]
+    assert select_epoch(history)["epoch"] == 2
+    assert select_epoch([_record(1, 0.3)])["epoch"] == 1
+    assert select_epoch([_record(e, 0.4) for e in range(1, 6)])["epoch"] == 1

@@ -1,0 +1,194 @@
+"""End-to-end workflow tests on the tiny config (tests/data/tiny.yaml).
+
+One full run is shared by the module; every test that changes something works on its own copy of
+that finished tree (timestamps and Snakemake's metadata preserved) and asks Snakemake what it would
+rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from workflow_helpers import (
+    copy_workflow,
+    planned_jobs,
+    set_config,
+    snakemake,
+    touch_module,
+    tree_digest,
+)
+
+pytestmark = pytest.mark.workflow
+
+MODELS, METHODS, KS, ORDERS = ["tiny_standard", "tiny_l2"], ["gradient", "random"], [0.1, 0.5], 2
+FIGURES = ["diffroar-blockdigits", "attributions-blockdigits", "localization-blockdigits"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A copy of the workflow after a complete run of the tiny config."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("finished"))
+    result = snakemake(workdir, "--cores", "2")
+    (workdir / "run.log").write_text(result.stdout + result.stderr)
+    return workdir
+
+
+@pytest.fixture
+def copy_of_finished(finished, tmp_path):
+    """A private copy of the finished tree, mtimes and .snakemake metadata included."""
+    return shutil.copytree(finished, tmp_path / "copy", symlinks=True)
+
+
+def test_tables_have_a_row_per_retrained_model_and_aggregate(finished):
+    runs = pd.read_parquet(finished / "results" / "metrics.parquet")
+    expected_runs = len(MODELS) * len(METHODS) * len(KS) * ORDERS
+    assert len(runs) == expected_runs
+    for column in [
+        "dataset", "model", "architecture", "training_mode", "base_seed", "method", "order",
+        "keep_fraction", "retrain_seed", "test_accuracy", "test_accuracy_last_epoch",
+        "selected_epoch", "epochs", "wall_seconds", "config_fingerprint",
+    ]:  # fmt: skip
+        assert column in runs.columns, column
+    assert set(runs["training_mode"]) == {"standard", "pgd_l2"}
+    assert runs["test_accuracy"].between(0, 1).all()
+    assert (runs["epochs"] == 3).all() and runs["selected_epoch"].between(1, 3).all()
+    assert runs["config_fingerprint"].nunique() == expected_runs  # every run has its own config
+
+    table = pd.read_parquet(finished / "results" / "diffroar.parquet")
+    assert len(table) == len(MODELS) * len(METHODS) * len(KS)
+    row = table.iloc[0]
+    pair = runs[
+        (runs["model"] == row["model"])
+        & (runs["method"] == row["method"])
+        & (runs["keep_fraction"] == row["keep_fraction"])
+    ].set_index("order")
+    assert row["diffroar"] == pytest.approx(
+        pair.loc["top", "test_accuracy"] - pair.loc["bottom", "test_accuracy"]
+    )
+    assert (table["n_runs"] == 1).all()
+
+
+def test_stores_record_what_produced_them(finished):
+    results = finished / "results"
+    data = zarr.open_group(str(results / "data" / "blockdigits.zarr"), mode="r")
+    assert data.attrs["shape"] == [1, 16, 8] and data.attrs["classes"] == ["0", "1"]
+    assert data["train"]["images"].dtype == np.uint8
+    signal = data["test"]["signal_on_top"][...]
+    assert signal.any() and not signal.all()
+
+    saliency = zarr.open_group(
+        str(results / "saliency" / "blockdigits" / "tiny_l2" / "seed0" / "gradient.zarr"), mode="r"
+    )
+    assert saliency.attrs["method"] == "gradient" and saliency.attrs["model"] == "tiny_l2"
+    for split in ("train", "val", "test"):
+        assert saliency[split]["attributions"].shape == data[split]["images"].shape
+
+    masked = zarr.open_group(
+        str(results / "masked/blockdigits/tiny_standard/seed0/random/top-k0.1.zarr"), mode="r"
+    )
+    assert masked.attrs["masking"]["kept_coordinates"] == 13  # round(0.1 * 128)
+    test_images = masked["test"]["images"][...].reshape(len(signal), -1)
+    fill = masked.attrs["masking"]["fill_value"]
+    assert ((test_images != np.float32(fill)).sum(axis=1) <= 13).all()
+
+    base = json.loads((results / "models/blockdigits/tiny_l2/seed0/metrics.json").read_text())
+    assert base["training_mode"] == "pgd_l2" and len(base["history"]) == 3
+    assert 0 <= base["robust_test_accuracy"] <= base["test_accuracy"] + 1e-9
+
+    for figure in FIGURES:
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 10_000
+    localization = pd.read_parquet(results / "localization.parquet")
+    assert set(localization["measure"]) == {"signal_mass_share", "null_topk_share"}
+    assert len(localization) == len(MODELS) * len(METHODS) * (1 + len(KS))
+    assert (results / "logs" / "train" / "blockdigits" / "tiny_l2" / "seed0.log").read_text()
+
+
+def test_complete_run_has_nothing_to_do(copy_of_finished):
+    assert planned_jobs(copy_of_finished) == {}
+
+
+def test_adding_a_k_reruns_only_that_k_and_the_tables(copy_of_finished):
+    set_config(copy_of_finished, experiment={"keep_fractions": [0.1, 0.5, 0.3]})
+    jobs = planned_jobs(copy_of_finished)
+    per_k = len(MODELS) * len(METHODS) * ORDERS
+    assert jobs["mask"] == per_k and jobs["retrain"] == per_k
+    assert {"train", "saliency", "data", "figure_attributions"}.isdisjoint(jobs)
+    assert jobs["metrics"] == 1 and jobs["figure_diffroar"] == 1
+
+
+def test_changing_a_saliency_parameter_reruns_that_saliency_not_training(copy_of_finished):
+    set_config(copy_of_finished, saliency={"seed": 7})  # only `random` depends on it
+    jobs = planned_jobs(copy_of_finished)
+    assert jobs["saliency"] == len(MODELS)
+    assert jobs["mask"] == len(MODELS) * len(KS) * ORDERS
+    assert jobs["retrain"] == jobs["mask"]
+    assert "train" not in jobs and "data" not in jobs
+
+
+def test_editing_figure_code_reruns_only_figures(copy_of_finished):
+    touch_module(copy_of_finished, "figures")
+    jobs = planned_jobs(copy_of_finished)
+    assert set(jobs) == {"figure_diffroar", "figure_attributions", "figure_localization", "all"}
+
+
+def test_editing_training_code_reruns_training_and_everything_after(copy_of_finished):
+    touch_module(copy_of_finished, "train")
+    jobs = planned_jobs(copy_of_finished)
+    assert "data" not in jobs
+    assert jobs["train"] == len(MODELS)
+    assert jobs["saliency"] == len(MODELS) * len(METHODS)
+    assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(KS) * ORDERS
+    assert jobs["figure_diffroar"] == 1 and jobs["figure_localization"] == 1
+
+
+def test_one_figure_builds_only_what_it_needs(tmp_path):
+    workdir = copy_workflow(tmp_path / "fresh")
+    set_config(workdir, experiment={"datasets": ["digits", "blockdigits"]})
+    for target in ["results/figures/diffroar-blockdigits.png", "figure_diffroar_blockdigits"]:
+        result = snakemake(workdir, "--dry-run", target)
+        assert "results/data/blockdigits.zarr" in result.stdout
+        assert "digits.zarr" not in result.stdout.replace("blockdigits.zarr", "")
+        assert "figure_attributions" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("experiment={'keep_fractions': [1.5], 'datasets': ['blockdigits'], 'models': "
+         "['tiny_standard'], 'methods': ['gradient']}",
+         "experiment.keep_fractions[0] = 1.5: must be <= 1"),
+        ("experiment={'keep_fractions': [0.1], 'datasets': ['blockdigits'], 'models': "
+         "['tiny_standard'], 'methods': ['saliency_map']}",
+         "experiment.methods[0] = 'saliency_map': must be one of 'gradient', 'random'"),
+        ("experiment={'keep_fractions': [0.1], 'datasets': ['mnist'], 'models': "
+         "['tiny_standard'], 'methods': ['gradient']}",
+         "experiment.datasets[0] = 'mnist': not defined under `datasets`"),
+        ("models={'tiny_l2': {'architecture': 'mlp', 'training': {'mode': 'pgd', 'norm': 'l2', "
+         "'eps': -1}}}",
+         "models.tiny_l2.training.eps = -1: must be > 0"),
+    ],
+)  # fmt: skip
+def test_bad_config_stops_before_any_job_with_one_message(copy_of_finished, override, message):
+    before = tree_digest(copy_of_finished / "results")
+    result = snakemake(copy_of_finished, "--cores", "1", "--config", override, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"config error: {message}" in output
+    assert "Traceback" not in output
+    assert tree_digest(copy_of_finished / "results") == before
+
+
+def test_report_has_every_figure_with_its_caption(copy_of_finished):
+    snakemake(copy_of_finished, "--report", "report.html")
+    report = (copy_of_finished / "report.html").read_text()
+    assert "DiffROAR" in report and "Localization" in report
+
+
+def test_lint_is_clean(copy_of_finished):
+    result = snakemake(copy_of_finished, "--lint")
+    assert "Congratulations" in result.stdout + result.stderr

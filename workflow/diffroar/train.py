@@ -1,0 +1,215 @@
+"""Stage `train`: fit a base model, standard or PGD adversarial, on a dataset store.
+
+`train()` is the one training loop of diffroar; `retrain` uses it too. Data sits in memory as
+tensors on the device and batches are index slices of them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import read_attributes, read_images
+from .models import build_model, model_spec, save_checkpoint
+from .runtime import device, log, package_version, write_json
+
+EVAL_BATCH = 1024
+
+
+def attack_settings(model_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """PGD settings of a model's training config (None for standard training)."""
+    training = model_cfg["training"]
+    if training["mode"] == "standard":
+        return None
+    eps, steps = float(training["eps"]), int(training["steps"])
+    step_size = training.get("step_size") or 2.5 * eps / steps
+    return {"norm": training["norm"], "eps": eps, "steps": steps, "step_size": float(step_size)}
+
+
+def training_mode(model_cfg: dict[str, Any]) -> str:
+    """'standard', 'pgd_linf' or 'pgd_l2': the name used in tables."""
+    training = model_cfg["training"]
+    return "standard" if training["mode"] == "standard" else f"pgd_{training['norm']}"
+
+
+def _l2_norms(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample l2 norms shaped to broadcast against `t` (N, 1, 1, ...)."""
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (t.dim() - 1))
+
+
+def _project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    return delta * (eps / _l2_norms(delta)).clamp(max=1.0)
+
+
+def pgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    steps: int,
+    step_size: float,
+) -> torch.Tensor:
+    """Worst-case images within the `norm` ball of radius `eps` around `images` (values kept in
+    [0, 1]), found by `steps` projected gradient ascent steps on the cross-entropy from a random
+    start. Uses torch's global RNG for the start."""
+    was_training = model.training
+    model.eval()
+    if norm == "linf":
+        delta = torch.empty_like(images).uniform_(-eps, eps)
+    else:
+        delta = torch.randn_like(images)
+        delta = delta / _l2_norms(delta)
+        radius = torch.rand(len(images), device=images.device) * eps
+        delta = delta * radius.view(-1, *[1] * (images.dim() - 1))
+    delta = (images + delta).clamp(0, 1) - images
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(model(images + delta), labels)
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            if norm == "linf":
+                delta = (delta + step_size * grad.sign()).clamp(-eps, eps)
+            else:
+                delta = _project_l2(delta + step_size * grad / _l2_norms(grad), eps)
+            delta = (images + delta).clamp(0, 1) - images
+    model.train(was_training)
+    return (images + delta).detach()
+
+
+def accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack: dict[str, Any] | None = None,
+) -> float:
+    """Share of `images` classified correctly, under `attack` when given."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), EVAL_BATCH):
+        batch, target = images[start : start + EVAL_BATCH], labels[start : start + EVAL_BATCH]
+        if attack is not None:
+            batch = pgd(model, batch, target, **attack)
+        with torch.no_grad():
+            correct += int((model(batch).argmax(1) == target).sum())
+    return correct / len(images)
+
+
+def train(
+    model: nn.Module,
+    train_split: tuple[torch.Tensor, torch.Tensor],
+    eval_splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    seed: int,
+    attack: dict[str, Any] | None = None,
+) -> list[dict[str, float]]:
+    """Fit `model` in place with Adam; with `attack`, on PGD images instead of the clean batch.
+
+    Returns one record per epoch: mean training `loss`, `train_accuracy` (on the batches trained
+    on) and `<split>_accuracy` for every split of `eval_splits` (clean). Raises FloatingPointError
+    when the loss stops being finite.
+    """
+    images, labels = train_split
+    shuffle = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(images), generator=shuffle).to(images.device)
+        loss_sum = torch.zeros((), device=images.device)
+        correct = torch.zeros((), device=images.device, dtype=torch.long)
+        for start in range(0, len(images), batch_size):
+            index = order[start : start + batch_size]
+            batch, target = images[index], labels[index]
+            if attack is not None:
+                batch = pgd(model, batch, target, **attack)
+            logits = model(batch)
+            loss = F.cross_entropy(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(index)
+            correct += (logits.argmax(1) == target).sum()
+        mean_loss = float(loss_sum) / len(images)
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch}: mean loss {mean_loss}")
+        record = {"epoch": epoch, "loss": mean_loss, "train_accuracy": int(correct) / len(images)}
+        for name, (split_images, split_labels) in eval_splits.items():
+            record[f"{name}_accuracy"] = accuracy(model, split_images, split_labels)
+        history.append(record)
+        log.info(
+            "epoch %d/%d %s",
+            epoch,
+            epochs,
+            " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"),
+        )
+    return history
+
+
+def load_tensors(path: str | Path, split: str, on: torch.device) -> tuple[torch.Tensor, ...]:
+    """(images float32 in [0, 1], labels int64) of one split of a store, on device `on`."""
+    images, labels = read_images(path, split)
+    return torch.from_numpy(images).to(on), torch.from_numpy(labels).to(on)
+
+
+def run_train(
+    dataset_path: str,
+    checkpoint_path: str,
+    metrics_path: str,
+    *,
+    dataset: str,
+    model_name: str,
+    model_cfg: dict[str, Any],
+    training_cfg: dict[str, Any],
+    seed: int,
+    config_fingerprint: str,
+) -> None:
+    """Train base model `model_name` with `seed` and write its checkpoint and metrics JSON."""
+    started = time.perf_counter()
+    on = device()
+    spec = model_spec(model_cfg, read_attributes(dataset_path))
+    torch.manual_seed(seed)
+    model = build_model(spec).to(on)
+    splits = {split: load_tensors(dataset_path, split, on) for split in ("train", "val", "test")}
+    attack = attack_settings(model_cfg)
+    log.info("training %s on %s (seed %d, %s) on %s", model_name, dataset, seed, attack, on)
+    history = train(
+        model, splits["train"], {"val": splits["val"]}, seed=seed, attack=attack, **training_cfg
+    )
+    test_accuracy = accuracy(model, *splits["test"])
+    robust = None if attack is None else accuracy(model, *splits["test"], attack=attack)
+    log.info("test accuracy %.4f, under attack %s", test_accuracy, robust)
+    info = {
+        "dataset": dataset,
+        "model": model_name,
+        "seed": seed,
+        "config_fingerprint": config_fingerprint,
+        "package_version": package_version(),
+        "torch_version": torch.__version__,
+    }
+    save_checkpoint(checkpoint_path, model.cpu(), spec, info)
+    write_json(
+        metrics_path,
+        {
+            **info,
+            "architecture": model_cfg["architecture"],
+            "training_mode": training_mode(model_cfg),
+            "attack": attack,
+            "config": {"model": model_cfg, "training": training_cfg},
+            "history": history,
+            "test_accuracy": test_accuracy,
+            "robust_test_accuracy": robust,
+            "wall_seconds": time.perf_counter() - started,
+        },
+    )
