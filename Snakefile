@@ -9,12 +9,14 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# Jobs import the diffroar package that sits beside this Snakefile, whatever else is installed:
-# the code fingerprints (rules/common.smk) are computed from these files.
+# Jobs import the diffroar package that sits beside this Snakefile, whatever else is installed
+# (and in `--sdm conda` environments, which do not install it): the code fingerprints of
+# rules/common.smk are computed from these files. The variable is set here, not required from
+# the user, so it is no `envvars:` entry.
 PACKAGE_ROOT = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, PACKAGE_ROOT)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [PACKAGE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([PACKAGE_ROOT, *filter(None, [os.getenv("PYTHONPATH")])])
 )
 
 from diffroar.config import ConfigError, validate_config

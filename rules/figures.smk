@@ -65,7 +65,7 @@ for figure in figure_targets():
 
     rule:
         name:
-            "figure_" + Path(figure).stem.replace("-", "_")
+            f"figure_{Path(figure).stem.replace('-', '_')}"
         default_target: False
         input:
             figure,

@@ -205,9 +205,9 @@ BAD_CONFIGS = [
         ["retraining.epochs", "= 0", ">= 1"],
     ),
     (
-        "batch size as string",
-        _set("training", "batch_size", "64"),
-        ["training.batch_size", "'64'", "integer"],
+        "batch size as text",
+        _set("training", "batch_size", "sixty-four"),
+        ["training.batch_size", "'sixty-four'", "integer"],
     ),
     (
         "empty methods",
@@ -350,3 +350,26 @@ def test_schema_null_patches_match_data_registry():
 )
 def test_format_k(keep_fraction, text):
     assert format_k(keep_fraction) == text
+
+
+def test_numeric_text_becomes_numbers_as_from_snakemake_config():
+    # `snakemake --config 'experiment={keep_fractions: [0.1, 0.5]}'` delivers text values
+    config = default_config()
+    config["experiment"]["keep_fractions"] = ["0.1", "5e-1"]
+    config["training"] = {"epochs": "3"}
+    validate_config(config)
+    assert config["experiment"]["keep_fractions"] == [0.1, 0.5]
+    assert config["training"]["epochs"] == 3
+    assert isinstance(config["training"]["epochs"], int)
+
+
+def test_reordered_keys_give_identical_config():
+    config = default_config()
+    reordered = {key: config[key] for key in reversed(config)}
+    reordered["models"] = {
+        name: dict(reversed(model.items())) for name, model in config["models"].items()
+    }
+    validate_config(reordered)
+    validate_config(config)
+    for section in config:  # each section, in the exact form given to rules as params
+        assert repr(reordered[section]) == repr(config[section])

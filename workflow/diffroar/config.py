@@ -6,6 +6,7 @@ Imported by the Snakefile before any job is scheduled, so it stays light: no tor
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,9 +89,27 @@ def format_k(keep_fraction: float) -> str:
     return f"{float(keep_fraction):g}"
 
 
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _numbers_from_text(value: Any) -> Any:
+    """Numbers for numeric strings, recursively. Snakemake parses nested `--config` values as
+    text (`experiment={keep_fractions: [0.1]}` gives '0.1'); no name or enum of the schema looks
+    like a number, so the conversion is safe."""
+    if isinstance(value, dict):
+        return {key: _numbers_from_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_from_text(item) for item in value]
+    if isinstance(value, str) and NUMBER.fullmatch(value):
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    return value
+
+
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """Fill in defaults and check `config` in place; raise ConfigError with one line on the first
     problem. Returns the same dict."""
+    for key in list(config):
+        config[key] = _numbers_from_text(config[key])
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
     error = best_match(validator_class(schema).iter_errors(config))
@@ -120,4 +139,16 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
                 f"config error: experiment.keep_fractions[{index}] = "
                 f"{experiment['keep_fractions'][index]!r}: duplicates keep fraction {text}"
             )
+    # Snakemake compares dict params in their key order: with sorted keys, a config file whose keys
+    # are reordered gives the same params and reruns nothing.
+    for key in list(config):
+        config[key] = _sorted_keys(config[key])
     return config
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value

@@ -67,8 +67,10 @@ def plot_attributions(
     labels = dataset["test"]["labels"][...]
     classes = dataset.attrs["classes"]
     by_class = [np.flatnonzero(labels == c) for c in range(len(classes))]
-    picks = [by_class[i % len(by_class)][i // len(by_class)] for i in range(n_images)]
-    picks = [int(p) for p in picks]
+    by_class = [indices for indices in by_class if len(indices)]
+    rounds = [(i % len(by_class), i // len(by_class)) for i in range(min(n_images, len(labels)))]
+    picks = [int(by_class[c][r % len(by_class[c])]) for c, r in rounds]
+    n_images = len(picks)
     images = (
         dataset["test"]["images"].get_orthogonal_selection((picks,)) / dataset.attrs["pixel_max"]
     )

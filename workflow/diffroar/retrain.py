@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from .data import read_attributes
-from .models import build_model, model_spec, save_checkpoint
+from .models import save_checkpoint
 from .runtime import device, log, package_version, write_json
-from .train import load_tensors, train, training_mode
+from .train import start_training, train, training_mode
 
 
 def select_epoch(history: list[dict[str, float]]) -> dict[str, float]:
@@ -36,12 +35,8 @@ def run_retrain(
     """Retrain on the masked store at `masked_path` and write checkpoint and metrics JSON."""
     started = time.perf_counter()
     on = device()
-    attributes = read_attributes(masked_path)
+    model, spec, splits, attributes = start_training(masked_path, model_cfg, retrain_seed, on)
     masking = attributes["masking"]
-    spec = model_spec(model_cfg, attributes)
-    torch.manual_seed(retrain_seed)
-    model = build_model(spec).to(on)
-    splits = {split: load_tensors(masked_path, split, on) for split in ("train", "val", "test")}
     log.info(
         "retraining %s on %s %s-%g masked by %s (retrain seed %d) on %s",
         model_cfg["architecture"],

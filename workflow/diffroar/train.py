@@ -18,6 +18,7 @@ from torch import nn
 from .data import read_attributes, read_images
 from .models import build_model, model_spec, save_checkpoint
 from .runtime import device, log, package_version, write_json
+from .store import SPLITS
 
 EVAL_BATCH = 1024
 
@@ -163,6 +164,19 @@ def load_tensors(path: str | Path, split: str, on: torch.device) -> tuple[torch.
     return torch.from_numpy(images).to(on), torch.from_numpy(labels).to(on)
 
 
+def start_training(
+    store_path: str, model_cfg: dict[str, Any], seed: int, on: torch.device
+) -> tuple[nn.Module, dict[str, Any], dict[str, tuple[torch.Tensor, ...]], dict[str, Any]]:
+    """A fresh model initialised from `seed` for the dataset (or masked) store at `store_path`,
+    its spec, the store's splits as tensors on `on`, and the store's attributes."""
+    attributes = read_attributes(store_path)
+    spec = model_spec(model_cfg, attributes)
+    torch.manual_seed(seed)
+    model = build_model(spec).to(on)
+    splits = {split: load_tensors(store_path, split, on) for split in SPLITS}
+    return model, spec, splits, attributes
+
+
 def run_train(
     dataset_path: str,
     checkpoint_path: str,
@@ -178,10 +192,7 @@ def run_train(
     """Train base model `model_name` with `seed` and write its checkpoint and metrics JSON."""
     started = time.perf_counter()
     on = device()
-    spec = model_spec(model_cfg, read_attributes(dataset_path))
-    torch.manual_seed(seed)
-    model = build_model(spec).to(on)
-    splits = {split: load_tensors(dataset_path, split, on) for split in ("train", "val", "test")}
+    model, spec, splits, _ = start_training(dataset_path, model_cfg, seed, on)
     attack = attack_settings(model_cfg)
     log.info("training %s on %s (seed %d, %s) on %s", model_name, dataset, seed, attack, on)
     history = train(
