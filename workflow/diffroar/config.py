@@ -92,14 +92,17 @@ def format_k(keep_fraction: float) -> str:
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def _numbers_from_text(value: Any) -> Any:
-    """Numbers for numeric strings, recursively. Snakemake parses nested `--config` values as
-    text (`experiment={keep_fractions: [0.1]}` gives '0.1'); no name or enum of the schema looks
-    like a number, so the conversion is safe."""
+def _canonical(value: Any) -> Any:
+    """`value` with dict keys sorted and numeric strings turned into numbers, recursively.
+
+    Snakemake parses nested `--config` values as text (`experiment={keep_fractions: [0.1]}` gives
+    '0.1'; no name or enum of the schema looks like a number, so converting is safe), and it
+    compares dict params in key order (sorted keys make a reordered config file rerun nothing).
+    """
     if isinstance(value, dict):
-        return {key: _numbers_from_text(item) for key, item in value.items()}
+        return {key: _canonical(value[key]) for key in sorted(value)}
     if isinstance(value, list):
-        return [_numbers_from_text(item) for item in value]
+        return [_canonical(item) for item in value]
     if isinstance(value, str) and NUMBER.fullmatch(value):
         return float(value) if any(c in value for c in ".eE") else int(value)
     return value
@@ -108,8 +111,7 @@ def _numbers_from_text(value: Any) -> Any:
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """Fill in defaults and check `config` in place; raise ConfigError with one line on the first
     problem. Returns the same dict."""
-    for key in list(config):
-        config[key] = _numbers_from_text(config[key])
+    config.update({key: _canonical(value) for key, value in config.items()})
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
     error = best_match(validator_class(schema).iter_errors(config))
@@ -139,16 +141,6 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
                 f"config error: experiment.keep_fractions[{index}] = "
                 f"{experiment['keep_fractions'][index]!r}: duplicates keep fraction {text}"
             )
-    # Snakemake compares dict params in their key order: with sorted keys, a config file whose keys
-    # are reordered gives the same params and reruns nothing.
-    for key in list(config):
-        config[key] = _sorted_keys(config[key])
+    # again, for the defaults filled in above
+    config.update({key: _canonical(value) for key, value in config.items()})
     return config
-
-
-def _sorted_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _sorted_keys(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted_keys(item) for item in value]
-    return value

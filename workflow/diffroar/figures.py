@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import zip_longest
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -67,9 +69,8 @@ def plot_attributions(
     labels = dataset["test"]["labels"][...]
     classes = dataset.attrs["classes"]
     by_class = [np.flatnonzero(labels == c) for c in range(len(classes))]
-    by_class = [indices for indices in by_class if len(indices)]
-    rounds = [(i % len(by_class), i // len(by_class)) for i in range(min(n_images, len(labels)))]
-    picks = [int(by_class[c][r % len(by_class[c])]) for c, r in rounds]
+    round_robin = [i for row in zip_longest(*by_class) for i in row if i is not None]
+    picks = [int(i) for i in round_robin[:n_images]]
     n_images = len(picks)
     images = (
         dataset["test"]["images"].get_orthogonal_selection((picks,)) / dataset.attrs["pixel_max"]
