@@ -1,5 +1,5 @@
 # Paths, targets and per-rule params. Rules hold wiring only; the work is in workflow/diffroar.
-from diffroar.config import BLOCK_LOADERS, SEEDED_METHODS, format_k
+from diffroar.config import BLOCK_LOADERS, format_k, method_settings
 from diffroar.provenance import code_fingerprint, config_fingerprint
 
 EXPERIMENT = config["experiment"]
@@ -10,6 +10,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     model=r"[A-Za-z][A-Za-z0-9_]*",
     method=r"[A-Za-z][A-Za-z0-9_]*",
+    imputation=r"[a-z_]+",
     seed=r"\d+",
     rseed=r"\d+",
     order="top|bottom",
@@ -19,10 +20,9 @@ wildcard_constraints:
 DATA = "results/data/{dataset}.zarr"
 MODEL_DIR = "results/models/{dataset}/{model}/seed{seed}"
 SALIENCY = "results/saliency/{dataset}/{model}/seed{seed}/{method}.zarr"
-MASKED = "results/masked/{dataset}/{model}/seed{seed}/{method}/{order}-k{k}.zarr"
-RETRAIN_DIR = (
-    "results/retrain/{dataset}/{model}/seed{seed}/{method}/{order}-k{k}/retrain{rseed}"
-)
+MASKED = "results/masked/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}.zarr"
+RETRAIN_DIR = "results/retrain/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}/retrain{rseed}"
+NORETRAIN = "results/noretrain/{dataset}/{model}/seed{seed}.parquet"
 TABLES = "results/tables/{dataset}"
 FIGURES = "results/figures"
 
@@ -40,7 +40,7 @@ def figure_targets():
     """Every figure of the experiment."""
     figures = expand(
         f"{FIGURES}/{{kind}}-{{dataset}}.png",
-        kind=["diffroar", "attributions"],
+        kind=["methods", "imputation", "noretrain", "attributions"],
         dataset=EXPERIMENT["datasets"],
     )
     return figures + expand(
@@ -49,7 +49,11 @@ def figure_targets():
 
 
 def final_targets():
-    tables = ["results/metrics.parquet", "results/diffroar.parquet"]
+    tables = [
+        "results/metrics.parquet",
+        "results/diffroar.parquet",
+        "results/noretrain.parquet",
+    ]
     if block_datasets():
         tables.append("results/localization.parquet")
     return tables + figure_targets()
@@ -63,10 +67,49 @@ def retrain_metrics(wildcards):
         model=EXPERIMENT["models"],
         seed=EXPERIMENT["base_seeds"],
         method=EXPERIMENT["methods"],
+        imputation=EXPERIMENT["imputations"],
         order=ORDERS,
         k=[format_k(k) for k in EXPERIMENT["keep_fractions"]],
         rseed=EXPERIMENT["retrain_seeds"],
     )
+
+
+def noretrain_masked(wildcards):
+    """Masked stores of every method x imputation x order x k of one base model."""
+    return expand(
+        MASKED,
+        dataset=wildcards.dataset,
+        model=wildcards.model,
+        seed=wildcards.seed,
+        method=EXPERIMENT["methods"],
+        imputation=EXPERIMENT["imputations"],
+        order=ORDERS,
+        k=[format_k(k) for k in EXPERIMENT["keep_fractions"]],
+    )
+
+
+def noretrain_tables(dataset):
+    """Retrain-free tables of every base model of `dataset` (a name or a wildcards object)."""
+    return expand(
+        NORETRAIN,
+        dataset=getattr(dataset, "dataset", dataset),
+        model=EXPERIMENT["models"],
+        seed=EXPERIMENT["base_seeds"],
+    )
+
+
+def combine_inputs(wildcards):
+    """The per-dataset (or, for noretrain, per-base-model) tables of one kind."""
+    if wildcards.table == "noretrain":
+        return [
+            path for name in EXPERIMENT["datasets"] for path in noretrain_tables(name)
+        ]
+    datasets = (
+        block_datasets()
+        if wildcards.table == "localization"
+        else EXPERIMENT["datasets"]
+    )
+    return expand(f"{TABLES}/{wildcards.table}.parquet", dataset=datasets)
 
 
 def gallery_saliency(wildcards):
@@ -90,16 +133,47 @@ def localization_saliency(wildcards):
     )
 
 
-def saliency_seed(wildcards):
-    """The seed a method's attributions depend on (0 for deterministic methods)."""
-    return config["saliency"]["seed"] if wildcards.method in SEEDED_METHODS else 0
+def model_config(name):
+    """A model's config without what only its attributions use (`gradcam_layer`)."""
+    model = config["models"][name]
+    return {key: value for key, value in model.items() if key != "gradcam_layer"}
+
+
+def base_model(wildcards):
+    return model_config(wildcards.model)
+
+
+def retrain_model(wildcards):
+    """The config of the model that retrains: `retraining.model` or the base model."""
+    return model_config(config["retraining"].get("model", wildcards.model))
+
+
+def retraining_settings():
+    """The `retraining` section without its `model`: the optimisation settings."""
+    return {key: value for key, value in config["retraining"].items() if key != "model"}
+
+
+def attribution_settings(wildcards):
+    """The settings one method's attributions of one model depend on."""
+    return method_settings(
+        wildcards.method, config["saliency"], config["models"][wildcards.model]
+    )
+
+
+def masking_settings(wildcards):
+    """The settings a masked store depends on: ranking, seed and the imputation's own."""
+    masking = config["masking"]
+    settings = {key: masking[key] for key in ("ranking", "tiebreak_seed")}
+    if wildcards.imputation == "noisy_linear":
+        settings["noise"] = masking["noise"]
+    return settings
 
 
 def train_fingerprint(wildcards):
     """Fingerprint of everything in the config that a base model depends on."""
     return config_fingerprint(
         config["datasets"][wildcards.dataset],
-        config["models"][wildcards.model],
+        base_model(wildcards),
         config["training"],
         int(wildcards.seed),
     )
@@ -110,11 +184,12 @@ def retrain_fingerprint(wildcards):
     return config_fingerprint(
         train_fingerprint(wildcards),
         wildcards.method,
-        config["saliency"]["batch_size"],
-        saliency_seed(wildcards),
-        config["masking"],
+        attribution_settings(wildcards),
+        wildcards.imputation,
+        masking_settings(wildcards),
         wildcards.order,
         wildcards.k,
-        config["retraining"],
+        retrain_model(wildcards),
+        retraining_settings(),
         int(wildcards.rseed),
     )

@@ -1,21 +1,64 @@
-rule figure_diffroar:
+rule figure_methods:
     input:
         f"{TABLES}/diffroar.parquet",
     output:
         report(
-            f"{FIGURES}/diffroar-{{dataset}}.png",
-            caption="../workflow/report/diffroar.rst",
+            f"{FIGURES}/methods-{{dataset}}.png",
+            caption="../workflow/report/methods.rst",
             category="DiffROAR",
-            labels={"dataset": "{dataset}", "figure": "DiffROAR vs k"},
+            labels={"dataset": "{dataset}", "figure": "methods"},
         ),
     log:
-        "results/logs/figures/diffroar-{dataset}.log",
+        "results/logs/figures/methods-{dataset}.log",
+    conda:
+        "../envs/diffroar.yaml"
+    params:
+        imputation=EXPERIMENT["imputations"][0],
+        code=code_fingerprint("figures"),
+    script:
+        "../workflow/scripts/figure_methods.py"
+
+
+rule figure_imputation:
+    input:
+        f"{TABLES}/diffroar.parquet",
+    output:
+        report(
+            f"{FIGURES}/imputation-{{dataset}}.png",
+            caption="../workflow/report/imputation.rst",
+            category="DiffROAR",
+            labels={"dataset": "{dataset}", "figure": "imputation"},
+        ),
+    log:
+        "results/logs/figures/imputation-{dataset}.log",
     conda:
         "../envs/diffroar.yaml"
     params:
         code=code_fingerprint("figures"),
     script:
-        "../workflow/scripts/figure_diffroar.py"
+        "../workflow/scripts/figure_imputation.py"
+
+
+rule figure_noretrain:
+    input:
+        diffroar=f"{TABLES}/diffroar.parquet",
+        noretrain=noretrain_tables,
+    output:
+        report(
+            f"{FIGURES}/noretrain-{{dataset}}.png",
+            caption="../workflow/report/noretrain.rst",
+            category="Retrain-free",
+            labels={"dataset": "{dataset}", "figure": "retrain vs retrain-free"},
+        ),
+    log:
+        "results/logs/figures/noretrain-{dataset}.log",
+    conda:
+        "../envs/diffroar.yaml"
+    params:
+        imputation=EXPERIMENT["imputations"][0],
+        code=code_fingerprint("figures"),
+    script:
+        "../workflow/scripts/figure_noretrain.py"
 
 
 rule figure_attributions:

@@ -11,6 +11,7 @@ rule localization:
     params:
         keep_fractions=EXPERIMENT["keep_fractions"],
         tiebreak_seed=config["masking"]["tiebreak_seed"],
+        ranking=config["masking"]["ranking"],
         code=code_fingerprint("localization"),
     script:
         "../workflow/scripts/localization.py"

@@ -5,11 +5,11 @@ rule mask:
     output:
         directory(MASKED),
     log:
-        "results/logs/mask/{dataset}/{model}/seed{seed}/{method}/{order}-k{k}.log",
+        "results/logs/mask/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}.log",
     conda:
         "../envs/diffroar.yaml"
     params:
-        tiebreak_seed=config["masking"]["tiebreak_seed"],
+        settings=masking_settings,
         code=code_fingerprint("mask"),
     script:
         "../workflow/scripts/mask.py"

@@ -16,20 +16,13 @@ rule metrics:
 
 rule combine_table:
     input:
-        lambda wildcards: expand(
-            f"{TABLES}/{wildcards.table}.parquet",
-            dataset=(
-                block_datasets()
-                if wildcards.table == "localization"
-                else EXPERIMENT["datasets"]
-            ),
-        ),
+        combine_inputs,
     output:
         "results/{table}.parquet",
     log:
         "results/logs/combine/{table}.log",
     wildcard_constraints:
-        table="metrics|diffroar|localization",
+        table="metrics|diffroar|localization|noretrain",
     conda:
         "../envs/diffroar.yaml"
     params:

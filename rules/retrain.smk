@@ -5,14 +5,15 @@ rule retrain:
         checkpoint=f"{RETRAIN_DIR}/model.safetensors",
         metrics=f"{RETRAIN_DIR}/metrics.json",
     log:
-        "results/logs/retrain/{dataset}/{model}/seed{seed}/{method}/{order}-k{k}/retrain{rseed}.log",
+        "results/logs/retrain/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}/retrain{rseed}.log",
     benchmark:
-        "results/benchmarks/retrain/{dataset}/{model}/seed{seed}/{method}/{order}-k{k}/retrain{rseed}.tsv"
+        "results/benchmarks/retrain/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}/retrain{rseed}.tsv"
     conda:
         "../envs/diffroar.yaml"
     params:
-        model=lambda wildcards: config["models"][wildcards.model],
-        retraining=config["retraining"],
+        base_model=base_model,
+        model=retrain_model,
+        retraining=retraining_settings(),
         fingerprint=retrain_fingerprint,
         code=code_fingerprint("retrain"),
     script:

@@ -12,8 +12,7 @@ rule saliency:
         "../envs/diffroar.yaml"
     threads: 2
     params:
-        batch_size=config["saliency"]["batch_size"],
-        seed=saliency_seed,
+        settings=attribution_settings,
         code=code_fingerprint("saliency"),
     script:
         "../workflow/scripts/saliency.py"

@@ -12,7 +12,7 @@ rule train:
         "../envs/diffroar.yaml"
     threads: 2
     params:
-        model=lambda wildcards: config["models"][wildcards.model],
+        model=base_model,
         training=config["training"],
         fingerprint=train_fingerprint,
         code=code_fingerprint("train"),

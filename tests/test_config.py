@@ -47,8 +47,19 @@ def test_defaults_are_filled_in():
     assert config["models"]["mlp_standard"]["training"] == {"mode": "standard", "steps": 7}
     assert config["models"]["mlp_standard"]["hidden_sizes"] == [256, 256]
     assert config["models"]["mlp_linf"]["training"]["steps"] == 7
-    assert config["saliency"] == {"batch_size": 512, "seed": 0}
-    assert config["masking"] == {"tiebreak_seed": 0}
+    assert config["saliency"] == {
+        "batch_size": 512,
+        "baseline": "zero",
+        "internal_batch_size": 4096,
+        "noise_samples": 16,
+        "noise_std": 0.15,
+        "seed": 0,
+        "steps": 32,
+        "target": "logit",
+    }
+    assert config["masking"] == {"noise": 0.01, "ranking": "coordinate", "tiebreak_seed": 0}
+    assert config["experiment"]["imputations"] == ["mean"]
+    assert "model" not in config["retraining"]
     assert config["figures"] == {"gallery_images": 6}
     for dataset in config["datasets"].values():
         assert dataset["val_fraction"] == 0.15
@@ -238,8 +249,81 @@ BAD_CONFIGS = [
     ),
     (
         "unknown architecture",
-        _set("models", "mlp_standard", "architecture", "cnn"),
-        ["models.mlp_standard.architecture", "'cnn'", "'mlp'"],
+        _set("models", "mlp_standard", "architecture", "vgg16"),
+        ["models.mlp_standard.architecture", "'vgg16'", "'mlp'", "'cnn'", "'resnet18'"],
+    ),
+    (
+        "unknown imputation",
+        _set("experiment", "imputations", ["mean", "blur"]),
+        ["experiment.imputations[1]", "'blur'", "'mean'", "'channel_mean'", "'noisy_linear'"],
+    ),
+    (
+        "gradcam on an mlp",
+        _set("experiment", "methods", ["gradient", "gradcam"]),
+        ["experiment.methods", "'gradcam'", "'mlp_standard'", "'mlp'", "cnn or resnet18"],
+    ),
+    (
+        "unknown gradcam layer",
+        _set("models", "mlp_standard", {"architecture": "cnn", "gradcam_layer": "conv5"}),
+        ["models.mlp_standard.gradcam_layer", "'conv5'", "conv1, conv2"],
+    ),
+    (
+        "gradcam layer of an mlp",
+        _set("models", "mlp_standard", "gradcam_layer", "fc1"),
+        ["models.mlp_standard.gradcam_layer", "'fc1'", "no convolutional layer"],
+    ),
+    (
+        "option the architecture does not use",
+        _set("models", "mlp_standard", {"architecture": "resnet18", "hidden_sizes": [64]}),
+        ["models.mlp_standard.hidden_sizes", "[64]", "not used by architecture 'resnet18'"],
+    ),
+    (
+        "cnn channels on an mlp",
+        _set("models", "mlp_standard", "channels", [8]),
+        ["models.mlp_standard.channels", "[8]", "'mlp'", "hidden_sizes"],
+    ),
+    (
+        "retraining model not defined",
+        _set("retraining", "model", "resnet"),
+        ["retraining.model", "'resnet'", "not defined", "mlp_linf, mlp_standard"],
+    ),
+    (
+        "retraining key typo",
+        _set("retraining", "epoch", 3),
+        ["retraining.epoch", "unknown key", "epochs", "model"],
+    ),
+    (
+        "training key typo",
+        _set("training", "learning_rat", 0.1),
+        ["training.learning_rat", "unknown key", "learning_rate"],
+    ),
+    (
+        "unknown target",
+        _set("saliency", {"target": "probability"}),
+        ["saliency.target", "'probability'", "'logit'", "'loss'"],
+    ),
+    (
+        "deeplift of the loss",
+        lambda config: config.update(
+            saliency={"target": "loss"},
+            experiment=config["experiment"] | {"methods": ["gradient", "deeplift"]},
+        ),
+        ["saliency.target", "'loss'", "deeplift", "'logit'"],
+    ),
+    (
+        "unknown ranking",
+        _set("masking", {"ranking": "superpixel"}),
+        ["masking.ranking", "'superpixel'", "'coordinate'", "'pixel'"],
+    ),
+    (
+        "negative imputation noise",
+        _set("masking", {"noise": -0.01}),
+        ["masking.noise", "-0.01", ">= 0"],
+    ),
+    (
+        "zero integration steps",
+        _set("saliency", {"steps": 0}),
+        ["saliency.steps", "= 0", ">= 1"],
     ),
     (
         "negative seed",
@@ -304,8 +388,60 @@ def test_schema_methods_match_saliency_registry():
     from diffroar.saliency import METHODS
 
     methods = _schema_enum("properties", "experiment", "properties", "methods", "items")
-    assert methods == sorted(METHODS)
+    assert methods == list(config_module.METHODS)
+    assert sorted(methods) == sorted(METHODS)
     assert set(config_module.SEEDED_METHODS) <= set(METHODS)
+    assert set(config_module.CONTROL_METHODS) <= set(METHODS)
+
+
+def test_schema_imputations_match_imputation_registry():
+    from diffroar.imputation import IMPUTATIONS
+
+    imputations = _schema_enum("properties", "experiment", "properties", "imputations", "items")
+    assert imputations == list(IMPUTATIONS)
+
+
+def test_architecture_options_get_their_defaults_and_gradcam_its_last_layer():
+    config = default_config()
+    config["models"] = {
+        "small_cnn": {"architecture": "cnn"},
+        "wide_cnn": {"architecture": "cnn", "channels": [8, 16, 32], "hidden_sizes": []},
+        "resnet": {"architecture": "resnet18", "gradcam_layer": "layer3"},
+        "mlp": {"architecture": "mlp"},
+    }
+    config["experiment"]["models"] = ["small_cnn", "wide_cnn", "resnet"]
+    config["experiment"]["methods"] = ["gradcam", "gradient"]
+    validate_config(config)
+    models = config["models"]
+    assert models["small_cnn"]["channels"] == [32, 64]
+    assert models["small_cnn"]["hidden_sizes"] == [128]
+    assert models["small_cnn"]["gradcam_layer"] == "conv2"
+    assert (
+        models["wide_cnn"]["hidden_sizes"] == [] and models["wide_cnn"]["gradcam_layer"] == "conv3"
+    )
+    assert models["resnet"]["gradcam_layer"] == "layer3"
+    assert "hidden_sizes" not in models["resnet"]
+    assert models["mlp"]["hidden_sizes"] == [256, 256] and "gradcam_layer" not in models["mlp"]
+
+
+def test_method_settings_hold_only_what_each_method_uses():
+    config = validate_config(default_config())
+    saliency, model = config["saliency"], {"architecture": "cnn", "gradcam_layer": "conv2"}
+    settings = {
+        method: config_module.method_settings(method, saliency, model)
+        for method in config_module.METHODS
+    }
+    assert settings["sobel"] == {}
+    assert settings["random"] == {"seed": 0}
+    assert settings["gradient"] == {"batch_size": 512, "target": "logit"}
+    assert settings["integrated_gradients"]["steps"] == 32
+    assert settings["integrated_gradients"]["baseline"] == "zero"
+    assert settings["deeplift"]["baseline"] == "zero" and "steps" not in settings["deeplift"]
+    assert settings["gradcam"]["layer"] == "conv2"
+    for method in config_module.METHODS:
+        uses_noise = method in ("smoothgrad", "smoothgrad_sq", "vargrad")
+        assert ("noise_std" in settings[method]) == uses_noise, method
+        assert ("seed" in settings[method]) == (method in config_module.SEEDED_METHODS), method
 
 
 def test_schema_loaders_match_data_registry():

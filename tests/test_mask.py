@@ -181,6 +181,8 @@ def test_run_mask_end_to_end(tmp_path, order):
         str(out_path),
         keep_fraction=0.5,
         order=order,
+        imputation="mean",
+        ranking="coordinate",
         tiebreak_seed=0,
     )
     attributes = dict(open_store(out_path).attrs)
@@ -195,7 +197,8 @@ def test_run_mask_end_to_end(tmp_path, order):
     assert masking["coordinates"] == 6
     assert masking["method"] == "gradient"
     assert masking["model"] == "tiny_mlp"
-    assert masking["fill_value"] == pytest.approx(PIXEL_MEAN)
+    assert masking["imputation"] == "mean" and masking["ranking"] == "coordinate"
+    assert masking["noise"] is None
 
     for split in SPLITS:
         source, saliency, masked = (
@@ -228,5 +231,64 @@ def test_run_mask_rejects_attributions_of_another_shape(tmp_path):
             str(tmp_path / "masked.zarr"),
             keep_fraction=0.5,
             order="top",
+            imputation="mean",
+            ranking="coordinate",
             tiebreak_seed=0,
         )
+
+
+def test_pixel_ranking_keeps_or_removes_all_channels_of_a_pixel_together():
+    rng = np.random.default_rng(3)
+    attributions = rng.normal(size=(5, 3, 4, 4)).astype(np.float32)
+    for order in ("top", "bottom"):
+        keep = keep_mask(attributions, 0.25, order, np.random.default_rng(0), "pixel")
+        assert keep.shape == attributions.shape
+        assert (keep == keep[:, :1]).all()  # the same decision for every channel
+        assert (keep[:, 0].reshape(5, -1).sum(axis=1) == 4).all()  # round(0.25 * 16) pixels
+        summed = np.abs(attributions.sum(axis=1)).reshape(5, -1)
+        kept_scores = np.where(keep[:, 0].reshape(5, -1), summed, np.nan)
+        removed_scores = np.where(keep[:, 0].reshape(5, -1), np.nan, summed)
+        if order == "top":
+            assert (np.nanmin(kept_scores, axis=1) >= np.nanmax(removed_scores, axis=1)).all()
+        else:
+            assert (np.nanmax(kept_scores, axis=1) <= np.nanmin(removed_scores, axis=1)).all()
+
+
+def test_pixel_ranking_ranks_the_sum_over_channels_not_the_largest_channel():
+    # pixel 0: channels +3 and -3 (sum 0); pixel 1: channels 1 and 1 (sum 2)
+    attributions = np.array([[[[3.0, 1.0]], [[-3.0, 1.0]]]], dtype=np.float32)  # (1, 2, 1, 2)
+    keep = keep_mask(attributions, 0.5, "top", np.random.default_rng(0), "pixel")
+    assert keep[0, :, 0].tolist() == [[False, True], [False, True]]
+    coordinate = keep_mask(attributions, 0.5, "top", np.random.default_rng(0), "coordinate")
+    assert coordinate[0, :, 0, 0].tolist() == [True, True]
+
+
+def test_unknown_ranking_is_refused():
+    with pytest.raises(ValueError, match="'superpixel'.*coordinate, pixel"):
+        keep_mask(np.ones((1, 1, 2, 2)), 0.5, "top", np.random.default_rng(0), "superpixel")
+
+
+def test_run_mask_with_noisy_linear_imputation(tmp_path):
+    dataset_path, saliency_path = _write_stores(tmp_path)
+    out_path = tmp_path / "masked.zarr"
+    run_mask(
+        str(dataset_path),
+        str(saliency_path),
+        str(out_path),
+        keep_fraction=0.5,
+        order="top",
+        imputation="noisy_linear",
+        ranking="pixel",
+        tiebreak_seed=0,
+        noise=0.01,
+    )
+    masking = open_store(out_path).attrs["masking"]
+    assert masking["imputation"] == "noisy_linear" and masking["noise"] == 0.01
+    assert masking["ranking"] == "pixel" and masking["kept_units"] == 3 and masking["units"] == 6
+    source, masked = read_split(dataset_path, "test"), read_split(out_path, "test")
+    images = source["images"].astype(np.float32) / np.float32(PIXEL_MAX)
+    changed = masked["images"] != images
+    assert changed.reshape(SIZES["test"], -1).sum(axis=1).max() <= 3  # only removed pixels
+    filled = masked["images"][changed]
+    assert not np.allclose(filled, PIXEL_MEAN)  # neighbours, not a constant
+    assert np.abs(filled - 0.5).max() < 0.6  # weighted means of [0, 1] values plus small noise

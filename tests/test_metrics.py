@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from diffroar.localization import localization_rows, null_topk_share, signal_mass_share, signal_rows
-from diffroar.metrics import RUN_COLUMNS, collect_runs, diffroar_table, interval95
+from diffroar.metrics import (
+    RUN_COLUMNS,
+    collect_runs,
+    diffroar_table,
+    interval95,
+    noretrain_diffroar,
+)
 from diffroar.runtime import write_json
 from diffroar.store import create_store, write_array
 from scipy import stats
@@ -18,6 +24,9 @@ IDENTITY = {
     "model": "mlp_standard",
     "architecture": "mlp",
     "training_mode": "standard",
+    "imputation": "mean",
+    "ranking": "coordinate",
+    "retrain_architecture": "mlp",
 }
 
 
@@ -123,6 +132,36 @@ def test_diffroar_pairs_runs_by_base_and_retrain_seed():
     assert row["top_accuracy"] == pytest.approx(0.8)
     assert row["diffroar"] == pytest.approx(0.3)
     assert row["diffroar_std"] == pytest.approx(np.std([0.5, 0.1], ddof=1))
+
+
+def test_diffroar_keeps_imputations_apart():
+    runs = pd.DataFrame(
+        [
+            _run("gradient", 0.1, "top", 0, 0.9),
+            _run("gradient", 0.1, "bottom", 0, 0.4),
+            _run("gradient", 0.1, "top", 0, 0.7, imputation="noisy_linear"),
+            _run("gradient", 0.1, "bottom", 0, 0.6, imputation="noisy_linear"),
+        ]
+    )
+    table = diffroar_table(runs).set_index("imputation")
+    assert table.loc["mean", "diffroar"] == pytest.approx(0.5)
+    assert table.loc["noisy_linear", "diffroar"] == pytest.approx(0.1)
+    assert (table["n_runs"] == 1).all()
+
+
+def test_noretrain_diffroar_is_lerf_minus_morf_averaged_over_base_seeds():
+    rows = []
+    for seed, lerf, morf in [(0, 0.9, 0.3), (1, 0.8, 0.4)]:
+        for curve, accuracy in [("LeRF", lerf), ("MoRF", morf)]:
+            rows.append(
+                {"dataset": "d", "model": "m", "method": "gradient", "imputation": "mean",
+                 "keep_fraction": 0.1, "base_seed": seed, "curve": curve,
+                 "test_accuracy": accuracy}
+            )  # fmt: skip
+    table = noretrain_diffroar(pd.DataFrame(rows))
+    assert len(table) == 1
+    assert table.loc[0, "noretrain_diffroar"] == pytest.approx(0.5)
+    assert table.loc[0, "n_seeds"] == 2
 
 
 def test_interval95():

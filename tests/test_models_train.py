@@ -14,6 +14,7 @@ from diffroar.models import (
 )
 from diffroar.retrain import select_epoch
 from diffroar.train import accuracy, attack_settings, pgd, train, training_mode
+from torch import nn
 
 torch.set_num_threads(1)
 
@@ -68,6 +69,107 @@ def test_build_model_output_shape():
     assert isinstance(model[0], Normalize)
     logits = model(torch.rand(5, 1, 2, 3))
     assert logits.shape == (5, 2)
+
+
+CONV_SPECS = {
+    "cnn": {"architecture": "cnn", "channels": [4, 6], "hidden_sizes": [8]},
+    "resnet18": {"architecture": "resnet18"},
+}
+
+
+def _conv_spec(architecture: str, shape=(3, 8, 6), classes: int = 5) -> dict:
+    return CONV_SPECS[architecture] | {
+        "input_shape": list(shape),
+        "num_classes": classes,
+        "channel_mean": [0.5] * shape[0],
+        "channel_std": [0.25] * shape[0],
+    }
+
+
+@pytest.mark.parametrize("architecture", ["cnn", "resnet18"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 6), (1, 16, 8), (3, 32, 32)])
+def test_conv_models_take_small_images_of_any_channel_count(architecture, shape):
+    torch.manual_seed(0)
+    model = build_model(_conv_spec(architecture, shape)).eval()
+    assert list(dict(model.named_children())) == ["normalize", "network"]
+    with torch.no_grad():
+        assert model(torch.rand(2, *shape)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "cnn", "resnet18"])
+def test_feature_layers_of_the_config_are_spatial_layers_of_the_model(architecture):
+    from diffroar.architectures import ARCHITECTURE_OPTIONS, feature_layers
+
+    spec = SPEC if architecture == "mlp" else _conv_spec(architecture)
+    cfg = {"architecture": architecture, **ARCHITECTURE_OPTIONS[architecture]}
+    cfg |= {key: spec[key] for key in ARCHITECTURE_OPTIONS[architecture]}
+    layers = feature_layers(cfg)
+    model = build_model(spec).eval()
+    convolutions = [
+        name for name, module in model.network.named_modules() if isinstance(module, nn.Conv2d)
+    ]
+    if architecture == "mlp":
+        assert layers == [] and convolutions == []
+        return
+    outputs = {}
+    hooks = [
+        model.network.get_submodule(name).register_forward_hook(
+            lambda module, inputs, output, name=name: outputs.__setitem__(name, output)
+        )
+        for name in layers
+    ]
+    with torch.no_grad():
+        model(torch.rand(2, *spec["input_shape"]))
+    for hook in hooks:
+        hook.remove()
+    assert set(outputs) == set(layers)
+    assert all(output.dim() == 4 for output in outputs.values())
+    # the default Grad-CAM layer is the last convolutional stage
+    assert layers[-1] == (convolutions[-1] if architecture == "cnn" else "layer4")
+
+
+def test_resnet18_is_torchvisions_with_a_small_image_stem():
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    ours = build_model(_conv_spec("resnet18", (3, 32, 32), 10)).network
+    reference = resnet18(num_classes=10)
+    # the same parameters apart from the stem: 3x3 stride-1 first convolution, no max pool
+    shapes = {name: p.shape for name, p in ours.named_parameters()}
+    expected = {name: p.shape for name, p in reference.named_parameters()}
+    assert shapes.keys() == expected.keys()
+    assert {name for name in shapes if shapes[name] != expected[name]} == {"conv1.weight"}
+    assert ours.conv1.kernel_size == (3, 3) and ours.conv1.stride == (1, 1)
+    assert isinstance(ours.maxpool, nn.Identity)
+    relus = [m for m in ours.modules() if isinstance(m, nn.ReLU)]
+    assert len(relus) == len(set(map(id, relus))) == 1 + 8 * 2  # stem + two per block
+    assert not any(relu.inplace for relu in relus)
+
+
+def test_resnet18_trains_with_batch_norm_and_a_trailing_single_sample():
+    # 33 images in batches of 16 would leave a last batch of one, which batch norm refuses
+    torch.manual_seed(0)
+    model = build_model(_conv_spec("resnet18", (1, 8, 8), 2))
+    images = torch.rand(33, 1, 8, 8)
+    labels = (images[:, 0, :4].mean(dim=(1, 2)) > images[:, 0, 4:].mean(dim=(1, 2))).long()
+    history = train(
+        model, (images, labels), {}, epochs=1, batch_size=16, learning_rate=1e-3,
+        weight_decay=0.0, seed=0,
+    )  # fmt: skip
+    assert len(history) == 1 and history[0]["loss"] > 0
+
+
+@pytest.mark.parametrize("architecture", ["cnn", "resnet18"])
+def test_conv_checkpoint_round_trip(tmp_path, architecture):
+    torch.manual_seed(0)
+    spec = _conv_spec(architecture, (1, 8, 8), 3)
+    model = build_model(spec).eval()
+    save_checkpoint(tmp_path / "m.safetensors", model, spec, {"seed": 0})
+    loaded, metadata = load_checkpoint(tmp_path / "m.safetensors")
+    images = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images))
+    assert metadata["spec"] == spec
 
 
 def test_build_model_without_hidden_layers_is_linear():

@@ -62,8 +62,14 @@ def test_closure_of_localization_includes_mask_and_metrics():
 
 
 def test_closure_of_a_leaf_module_is_itself():
-    assert module_closure("config") == ["config"]
+    assert module_closure("architectures") == ["architectures"]
     assert module_closure("store") == ["store"]
+
+
+def test_config_and_models_share_only_the_architecture_table():
+    # editing validation messages must not retrain models
+    assert module_closure("config") == ["architectures", "config"]
+    assert "config" not in module_closure("train")
 
 
 def test_closure_of_unknown_module_raises():
@@ -83,6 +89,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "from diffroar import no_such_module\n"
     )
     assert copy.module_closure("probe") == [
+        "architectures",
         "config",
         "metrics",
         "models",

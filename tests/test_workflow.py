@@ -27,7 +27,10 @@ from workflow_helpers import (
 pytestmark = pytest.mark.workflow
 
 MODELS, METHODS, KS, ORDERS = ["tiny_standard", "tiny_l2"], ["gradient", "random"], [0.1, 0.5], 2
-FIGURES = ["diffroar-blockdigits", "attributions-blockdigits", "localization-blockdigits"]
+IMPUTATIONS = ["mean", "noisy_linear"]
+FIGURE_KINDS = ["methods", "imputation", "noretrain", "attributions", "localization"]
+FIGURES = [f"{kind}-blockdigits" for kind in FIGURE_KINDS]
+FIGURE_RULES = {f"figure_{kind}" for kind in FIGURE_KINDS}
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +50,13 @@ def copy_of_finished(finished, tmp_path):
 
 def test_tables_have_a_row_per_retrained_model_and_aggregate(finished):
     runs = pd.read_parquet(finished / "results" / "metrics.parquet")
-    expected_runs = len(MODELS) * len(METHODS) * len(KS) * ORDERS
+    expected_runs = len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS) * ORDERS
     assert len(runs) == expected_runs
     for column in [
-        "dataset", "model", "architecture", "training_mode", "base_seed", "method", "order",
-        "keep_fraction", "retrain_seed", "test_accuracy", "test_accuracy_last_epoch",
-        "selected_epoch", "epochs", "wall_seconds", "config_fingerprint",
+        "dataset", "model", "architecture", "training_mode", "base_seed", "method", "imputation",
+        "ranking", "retrain_architecture", "order", "keep_fraction", "retrain_seed",
+        "test_accuracy", "test_accuracy_last_epoch", "selected_epoch", "epochs", "wall_seconds",
+        "config_fingerprint",
     ]:  # fmt: skip
         assert column in runs.columns, column
     assert set(runs["training_mode"]) == {"standard", "pgd_l2"}
@@ -60,12 +64,16 @@ def test_tables_have_a_row_per_retrained_model_and_aggregate(finished):
     assert (runs["epochs"] == 3).all() and runs["selected_epoch"].between(1, 3).all()
     assert runs["config_fingerprint"].nunique() == expected_runs  # every run has its own config
 
+    assert set(runs["imputation"]) == set(IMPUTATIONS)
+    assert set(runs["retrain_architecture"]) == {"mlp"}
+
     table = pd.read_parquet(finished / "results" / "diffroar.parquet")
-    assert len(table) == len(MODELS) * len(METHODS) * len(KS)
-    row = table.iloc[0]
+    assert len(table) == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS)
+    row = table.iloc[-1]
     pair = runs[
         (runs["model"] == row["model"])
         & (runs["method"] == row["method"])
+        & (runs["imputation"] == row["imputation"])
         & (runs["keep_fraction"] == row["keep_fraction"])
     ].set_index("order")
     assert row["diffroar"] == pytest.approx(
@@ -89,13 +97,18 @@ def test_stores_record_what_produced_them(finished):
     for split in ("train", "val", "test"):
         assert saliency[split]["attributions"].shape == data[split]["images"].shape
 
-    masked = zarr.open_group(
-        str(results / "masked/blockdigits/tiny_standard/seed0/random/top-k0.1.zarr"), mode="r"
-    )
+    masked_dir = results / "masked/blockdigits/tiny_standard/seed0/random"
+    masked = zarr.open_group(str(masked_dir / "mean/top-k0.1.zarr"), mode="r")
     assert masked.attrs["masking"]["kept_coordinates"] == 13  # round(0.1 * 128)
     test_images = masked["test"]["images"][...].reshape(len(signal), -1)
-    fill = masked.attrs["masking"]["fill_value"]
-    assert ((test_images != np.float32(fill)).sum(axis=1) <= 13).all()
+    fill = np.float32(data.attrs["pixel_mean"])
+    assert ((test_images != fill).sum(axis=1) <= 13).all()
+    noisy = zarr.open_group(str(masked_dir / "noisy_linear/top-k0.1.zarr"), mode="r")
+    assert noisy.attrs["masking"]["imputation"] == "noisy_linear"
+    noisy_images = noisy["test"]["images"][...].reshape(len(signal), -1)
+    kept = test_images != fill
+    np.testing.assert_array_equal(noisy_images[kept], test_images[kept])  # same ranking
+    assert len(np.unique(noisy_images[~kept])) > 100  # filled from neighbours, with noise
 
     base = json.loads((results / "models/blockdigits/tiny_l2/seed0/metrics.json").read_text())
     assert base["training_mode"] == "pgd_l2" and len(base["history"]) == 3
@@ -107,6 +120,21 @@ def test_stores_record_what_produced_them(finished):
     assert set(localization["measure"]) == {"signal_mass_share", "null_topk_share"}
     assert len(localization) == len(MODELS) * len(METHODS) * (1 + len(KS))
     assert (results / "logs" / "train" / "blockdigits" / "tiny_l2" / "seed0.log").read_text()
+
+
+def test_noretrain_table_has_both_curves_for_every_mask(finished):
+    table = pd.read_parquet(finished / "results" / "noretrain.parquet")
+    assert len(table) == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS) * ORDERS
+    assert set(table["curve"]) == {"LeRF", "MoRF"}
+    assert (table.loc[table["order"] == "top", "curve"] == "LeRF").all()
+    assert table["test_accuracy"].between(0, 1).all()
+    base = json.loads(
+        (finished / "results/models/blockdigits/tiny_l2/seed0/metrics.json").read_text()
+    )
+    unmasked = table.loc[table["model"] == "tiny_l2", "unmasked_test_accuracy"]
+    assert (unmasked == base["test_accuracy"]).all()
+    row = table[(table["keep_fraction"] == 0.1) & (table["order"] == "top")].iloc[0]
+    assert row["removed_fraction"] == pytest.approx(1 - 13 / 128)
 
 
 def test_complete_run_has_nothing_to_do(copy_of_finished):
@@ -127,25 +155,57 @@ def test_reordering_config_keys_reruns_nothing(copy_of_finished):
 def test_adding_a_k_reruns_only_that_k_and_the_tables(copy_of_finished):
     set_config(copy_of_finished, experiment={"keep_fractions": [0.1, 0.5, 0.3]})
     jobs = planned_jobs(copy_of_finished)
-    per_k = len(MODELS) * len(METHODS) * ORDERS
+    per_k = len(MODELS) * len(METHODS) * len(IMPUTATIONS) * ORDERS
     assert jobs["mask"] == per_k and jobs["retrain"] == per_k
     assert {"train", "saliency", "data", "figure_attributions"}.isdisjoint(jobs)
-    assert jobs["metrics"] == 1 and jobs["figure_diffroar"] == 1
+    assert jobs["metrics"] == 1 and jobs["figure_methods"] == 1
+    assert jobs["noretrain"] == len(MODELS)
+
+
+def test_adding_an_imputation_reruns_only_its_masks_and_what_follows(copy_of_finished):
+    set_config(copy_of_finished, experiment={"imputations": [*IMPUTATIONS, "channel_mean"]})
+    jobs = planned_jobs(copy_of_finished)
+    per_imputation = len(MODELS) * len(METHODS) * len(KS) * ORDERS
+    assert jobs["mask"] == per_imputation and jobs["retrain"] == per_imputation
+    assert {"train", "saliency", "data", "localization"}.isdisjoint(jobs)
+
+
+def test_changing_the_imputation_noise_reruns_only_noisy_linear(copy_of_finished):
+    set_config(copy_of_finished, masking={"noise": 0.05})
+    jobs = planned_jobs(copy_of_finished)
+    assert jobs["mask"] == len(MODELS) * len(METHODS) * len(KS) * ORDERS  # not the mean masks
+    assert "saliency" not in jobs and "train" not in jobs
+
+
+def test_naming_a_retraining_model_reruns_only_retraining(copy_of_finished):
+    set_config(copy_of_finished, retraining={"model": "tiny_standard"})
+    jobs = planned_jobs(copy_of_finished)
+    # tiny_l2's masks are now retrained as tiny_standard models; tiny_standard's retrainings
+    # already were
+    assert jobs["retrain"] == len(METHODS) * len(IMPUTATIONS) * len(KS) * ORDERS
+    assert {"train", "saliency", "mask", "noretrain"}.isdisjoint(jobs)
 
 
 def test_changing_a_saliency_parameter_reruns_that_saliency_not_training(copy_of_finished):
     set_config(copy_of_finished, saliency={"seed": 7})  # only `random` depends on it
     jobs = planned_jobs(copy_of_finished)
     assert jobs["saliency"] == len(MODELS)
-    assert jobs["mask"] == len(MODELS) * len(KS) * ORDERS
+    assert jobs["mask"] == len(MODELS) * len(IMPUTATIONS) * len(KS) * ORDERS
     assert jobs["retrain"] == jobs["mask"]
     assert "train" not in jobs and "data" not in jobs
+
+
+def test_changing_a_method_setting_reruns_only_the_methods_that_use_it(copy_of_finished):
+    set_config(copy_of_finished, saliency={"steps": 8, "noise_std": 0.3})  # IG and SmoothGrad
+    assert planned_jobs(copy_of_finished) == {}
+    set_config(copy_of_finished, saliency={"target": "loss"})  # every gradient method
+    assert planned_jobs(copy_of_finished)["saliency"] == len(MODELS)  # gradient, not random
 
 
 def test_editing_figure_code_reruns_only_figures(copy_of_finished):
     touch_module(copy_of_finished, "figures")
     jobs = planned_jobs(copy_of_finished)
-    assert set(jobs) == {"figure_diffroar", "figure_attributions", "figure_localization", "all"}
+    assert set(jobs) == FIGURE_RULES | {"all"}
 
 
 def test_editing_training_code_reruns_training_and_everything_after(copy_of_finished):
@@ -154,14 +214,15 @@ def test_editing_training_code_reruns_training_and_everything_after(copy_of_fini
     assert "data" not in jobs
     assert jobs["train"] == len(MODELS)
     assert jobs["saliency"] == len(MODELS) * len(METHODS)
-    assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(KS) * ORDERS
-    assert jobs["figure_diffroar"] == 1 and jobs["figure_localization"] == 1
+    assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS) * ORDERS
+    assert jobs["noretrain"] == len(MODELS)
+    assert all(jobs[rule] == 1 for rule in FIGURE_RULES)
 
 
 def test_one_figure_builds_only_what_it_needs(tmp_path):
     workdir = copy_workflow(tmp_path / "fresh")
     set_config(workdir, experiment={"datasets": ["digits", "blockdigits"]})
-    for target in ["results/figures/diffroar-blockdigits.png", "figure_diffroar_blockdigits"]:
+    for target in ["results/figures/methods-blockdigits.png", "figure_methods_blockdigits"]:
         result = snakemake(workdir, "--dry-run", target)
         assert "results/data/blockdigits.zarr" in result.stdout
         assert "digits.zarr" not in result.stdout.replace("blockdigits.zarr", "")
@@ -176,7 +237,11 @@ def test_one_figure_builds_only_what_it_needs(tmp_path):
          "experiment.keep_fractions[0] = 1.5: must be <= 1"),
         ("experiment={'keep_fractions': [0.1], 'datasets': ['blockdigits'], 'models': "
          "['tiny_standard'], 'methods': ['saliency_map']}",
-         "experiment.methods[0] = 'saliency_map': must be one of 'gradient', 'random'"),
+         "experiment.methods[0] = 'saliency_map': must be one of 'gradient', 'gradient_x_input'"),
+        ("experiment={'keep_fractions': [0.1], 'datasets': ['blockdigits'], 'models': "
+         "['tiny_standard'], 'methods': ['gradcam']}",
+         "experiment.methods = ['gradcam']: gradcam needs convolutional layers, and model "
+         "'tiny_standard' is an 'mlp'"),
         ("experiment={'keep_fractions': [0.1], 'datasets': ['mnist'], 'models': "
          "['tiny_standard'], 'methods': ['gradient']}",
          "experiment.datasets[0] = 'mnist': not defined under `datasets`"),
@@ -200,6 +265,7 @@ def test_report_has_every_figure_with_its_caption(copy_of_finished):
     report = (copy_of_finished / "report.html").read_text()
     # captions are rendered with their wildcards
     assert "DiffROAR(k) on blockdigits" in report and "feature leakage" in report
+    assert "noisy_linear" in report and "LeRF" in report
 
 
 def test_lint_is_clean(copy_of_finished):

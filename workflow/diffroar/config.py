@@ -15,9 +15,28 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
+from .architectures import ARCHITECTURE_OPTIONS, feature_layers
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
-# Methods whose attributions depend on `saliency.seed`; only their saliency reruns when it changes.
-SEEDED_METHODS = ("random",)
+# Attribution methods (diffroar.saliency.METHODS has one function per name).
+METHODS = (
+    "gradient",
+    "gradient_x_input",
+    "integrated_gradients",
+    "smoothgrad",
+    "smoothgrad_sq",
+    "vargrad",
+    "guided_backprop",
+    "gradcam",
+    "deeplift",
+    "random",
+    "sobel",
+)
+NOISE_METHODS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+# Methods whose attributions depend on `saliency.seed`.
+SEEDED_METHODS = ("random", *NOISE_METHODS)
+# Methods that never look at the model.
+CONTROL_METHODS = ("random", "sobel")
 # Loaders that build BlockMNIST-style datasets (signal block + null block): localization applies.
 BLOCK_LOADERS = ("blockdigits",)
 
@@ -54,12 +73,20 @@ def _key(path) -> str:
     return "".join(parts).lstrip(".") or "<config>"
 
 
-def _describe(error: ValidationError) -> str:
+def _properties(schema: dict[str, Any], root: dict[str, Any]) -> set[str]:
+    """Property names that `schema` defines itself or through a local `$ref`."""
+    names = set(schema.get("properties", {}))
+    if schema.get("$ref", "").startswith("#/$defs/"):
+        names |= _properties(root["$defs"][schema["$ref"].removeprefix("#/$defs/")], root)
+    return names
+
+
+def _describe(error: ValidationError, root: dict[str, Any]) -> str:
     """One line: the key, the offending value and what the schema allows there."""
     key, value, rule = _key(error.absolute_path), error.instance, error.validator
     expected = error.validator_value
-    if rule == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
+    if rule in ("additionalProperties", "unevaluatedProperties"):
+        allowed = sorted(_properties(error.schema, root))
         unknown = sorted(set(value) - set(allowed))
         return (
             f"{key + '.' if key != '<config>' else ''}{unknown[0]} = {value[unknown[0]]!r}: "
@@ -82,6 +109,53 @@ def _describe(error: ValidationError) -> str:
         "pattern": f"must match {expected} (a letter, then letters, digits or _)",
     }.get(rule, error.message)
     return f"{key} = {value!r}: {allowed}"
+
+
+def _check_architecture(name: str, model: dict[str, Any]) -> None:
+    """Fill the architecture's option defaults and refuse options it does not use and unknown
+    Grad-CAM layers."""
+    options = ARCHITECTURE_OPTIONS[model["architecture"]]
+    for option in ("hidden_sizes", "channels"):
+        if option in model and option not in options:
+            allowed = ", ".join(options) or "none"
+            raise ConfigError(
+                f"config error: models.{name}.{option} = {model[option]!r}: not used by "
+                f"architecture {model['architecture']!r} (its options: {allowed})"
+            )
+    for option, default in options.items():
+        model.setdefault(option, copy.deepcopy(default))
+    layers = feature_layers(model)
+    if "gradcam_layer" in model and model["gradcam_layer"] not in layers:
+        allowed = ", ".join(layers) or "none (no convolutional layer)"
+        raise ConfigError(
+            f"config error: models.{name}.gradcam_layer = {model['gradcam_layer']!r}: not a layer "
+            f"of a {model['architecture']}; allowed: {allowed}"
+        )
+    if layers:
+        model.setdefault("gradcam_layer", layers[-1])
+
+
+def method_settings(
+    method: str, saliency_cfg: dict[str, Any], model_cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """The settings that `method`'s attributions depend on, from the `saliency` section and the
+    model (diffroar.saliency.Settings fields, plus `seed` for seeded methods). They are the
+    saliency rule's params, so changing a setting reruns only the methods that use it."""
+    if method == "sobel":
+        return {}
+    if method == "random":
+        return {"seed": saliency_cfg["seed"]}
+    settings = {key: saliency_cfg[key] for key in ("batch_size", "target")}
+    if method in ("integrated_gradients", "deeplift"):
+        settings["baseline"] = saliency_cfg["baseline"]
+    if method == "integrated_gradients":
+        settings |= {key: saliency_cfg[key] for key in ("steps", "internal_batch_size")}
+    if method in NOISE_METHODS:
+        keys = ("noise_std", "noise_samples", "internal_batch_size", "seed")
+        settings |= {key: saliency_cfg[key] for key in keys}
+    if method == "gradcam":
+        settings["layer"] = model_cfg["gradcam_layer"]
+    return settings
 
 
 def format_k(keep_fraction: float) -> str:
@@ -116,7 +190,7 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
     error = best_match(validator_class(schema).iter_errors(config))
     if error is not None:
-        raise ConfigError(f"config error: {_describe(error)}")
+        raise ConfigError(f"config error: {_describe(error, schema)}")
 
     experiment = config["experiment"]
     for section in ("datasets", "models"):
@@ -127,6 +201,28 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
                     f"config error: experiment.{section}[{index}] = {name!r}: not defined under "
                     f"`{section}`; defined: {defined}"
                 )
+    retrain_model = config["retraining"].get("model")
+    if retrain_model is not None and retrain_model not in config["models"]:
+        raise ConfigError(
+            f"config error: retraining.model = {retrain_model!r}: not defined under `models`; "
+            f"defined: {', '.join(sorted(config['models']))}"
+        )
+    for name, model in config["models"].items():
+        _check_architecture(name, model)
+    if "gradcam" in experiment["methods"]:
+        for name in experiment["models"]:
+            if not feature_layers(config["models"][name]):
+                architecture = config["models"][name]["architecture"]
+                raise ConfigError(
+                    f"config error: experiment.methods = {experiment['methods']!r}: gradcam needs "
+                    f"convolutional layers, and model {name!r} is an {architecture!r}; use it "
+                    "with models whose architecture is cnn or resnet18"
+                )
+    if "deeplift" in experiment["methods"] and config["saliency"]["target"] == "loss":
+        raise ConfigError(
+            "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
+            "only 'logit' (Captum's DeepLift has no rule for the cross-entropy)"
+        )
     for name, dataset in config["datasets"].items():
         held_out = dataset["val_fraction"] + dataset["test_fraction"]
         if held_out >= 1:

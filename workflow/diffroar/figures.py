@@ -1,4 +1,5 @@
-"""Stage `figures`: DiffROAR curves, attribution galleries and BlockMNIST localization."""
+"""Stage `figures`: DiffROAR curves per method and per imputation, retrain vs retrain-free
+curves, attribution galleries and BlockMNIST localization."""
 
 from __future__ import annotations
 
@@ -12,95 +13,189 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .metrics import noretrain_diffroar  # noqa: E402
 from .runtime import log  # noqa: E402
 from .store import open_store  # noqa: E402
 
 LINESTYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h"]
+
+
+def _colours(names: list[str]) -> dict[str, tuple]:
+    """A colour per name (tab10, then tab20 beyond ten names)."""
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def _styles(models: list[str], methods: list[str]) -> dict[tuple[str, str], dict]:
-    """A colour per model and a line style per method."""
-    colours = plt.get_cmap("tab10").colors
+    """A colour per method and a line style per model."""
+    colours = _colours(methods)
     return {
-        (model, method): {
-            "color": colours[i % len(colours)],
-            "linestyle": LINESTYLES[j % len(LINESTYLES)],
-        }
+        (model, method): {"color": colours[method], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
         for i, model in enumerate(models)
-        for j, method in enumerate(methods)
+        for method in methods
     }
 
 
-def plot_diffroar(table_path: str, out_path: str, dataset: str) -> None:
-    """DiffROAR vs k, a line per model x method, 95% interval bands, a zero line."""
+def _panels(count: int, width: float = 4.2, height: float = 3.4):
+    """A figure with `count` panels in rows of at most four, sharing both axes."""
+    columns = min(count, 4)
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(width * columns, height * rows), sharex=True, sharey=True,
+        squeeze=False,
+    )  # fmt: skip
+    for axis in axes.flat[count:]:
+        axis.set_visible(False)
+    return figure, list(axes.flat[:count])
+
+
+def _curve(axis, rows: pd.DataFrame, label: str, style: dict, value: str = "diffroar") -> None:
+    """One line vs k with its 95% interval band when the table has one."""
+    axis.plot(rows["keep_fraction"], rows[value], label=label, **style)
+    if value == "diffroar" and rows["ci_low"].notna().any():
+        axis.fill_between(
+            rows["keep_fraction"], rows["ci_low"], rows["ci_high"], color=style["color"], alpha=0.12
+        )
+
+
+def _finish(axes: list, title: str, ylabel: str = "DiffROAR") -> None:
+    for axis in axes:
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.grid(alpha=0.3)
+        axis.set_xlabel("k (fraction kept)")
+    axes[0].set_ylabel(ylabel)
+    axes[0].figure.suptitle(title, fontsize="medium")
+
+
+def plot_methods(table_path: str, out_path: str, dataset: str, imputation: str) -> None:
+    """DiffROAR vs k with `imputation`: a panel per model, a line per method, 95% bands."""
     table = pd.read_parquet(table_path).sort_values("keep_fraction")
-    styles = _styles(sorted(table["model"].unique()), sorted(table["method"].unique()))
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    axes.axhline(0, color="black", linewidth=0.8)
-    for (model, method), rows in table.groupby(["model", "method"], sort=True):
-        style = styles[(model, method)]
-        axes.plot(
-            rows["keep_fraction"],
-            rows["diffroar"],
-            marker="o",
-            label=f"{model} · {method}",
-            **style,
-        )
-        axes.fill_between(
-            rows["keep_fraction"], rows["ci_low"], rows["ci_high"], color=style["color"], alpha=0.15
-        )
+    table = table[table["imputation"] == imputation]
+    methods = sorted(table["method"].unique())
+    colours = _colours(methods)
+    models = sorted(table["model"].unique())
+    figure, axes = _panels(len(models))
+    for axis, model in zip(axes, models, strict=True):
+        for i, method in enumerate(methods):
+            rows = table[(table["model"] == model) & (table["method"] == method)]
+            style = {"color": colours[method], "marker": MARKERS[i % len(MARKERS)]}
+            _curve(axis, rows, method, style)
+        axis.set_title(model, fontsize="small")
+    axes[-1].legend(fontsize="x-small", ncol=2)
     runs = int(table["n_runs"].min()) if len(table) else 0
-    axes.set(
-        xlabel="k (fraction of coordinates kept)",
-        ylabel="DiffROAR = acc(top-k) − acc(bottom-k)",
-        title=f"DiffROAR on {dataset} (bands: 95% interval over {runs} seed pairs)",
+    _finish(
+        axes,
+        f"DiffROAR = acc(top-k) − acc(bottom-k) on {dataset}, {imputation} imputation "
+        f"(bands: 95% interval over {runs} seed pairs)",
     )
-    axes.legend(fontsize="small")
-    axes.grid(alpha=0.3)
+    _save(figure, out_path)
+
+
+def plot_imputation(table_path: str, out_path: str, dataset: str) -> None:
+    """DiffROAR vs k: a panel per method, a colour per imputation, a line style per model."""
+    table = pd.read_parquet(table_path).sort_values("keep_fraction")
+    methods = sorted(table["method"].unique())
+    imputations = sorted(table["imputation"].unique())
+    models = sorted(table["model"].unique())
+    colours = _colours(imputations)
+    figure, axes = _panels(len(methods))
+    for axis, method in zip(axes, methods, strict=True):
+        for imputation in imputations:
+            for j, model in enumerate(models):
+                rows = table[
+                    (table["method"] == method)
+                    & (table["imputation"] == imputation)
+                    & (table["model"] == model)
+                ]
+                style = {
+                    "color": colours[imputation],
+                    "linestyle": LINESTYLES[j % len(LINESTYLES)],
+                    "marker": "o",
+                }
+                _curve(axis, rows, f"{imputation} · {model}", style)
+        axis.set_title(method, fontsize="small")
+    axes[-1].legend(fontsize="x-small")
+    _finish(axes, f"Effect of the imputation on DiffROAR, {dataset} (colour: imputation)")
+    _save(figure, out_path)
+
+
+def plot_noretrain(
+    diffroar_path: str, noretrain_paths: list[str], out_path: str, dataset: str, imputation: str
+) -> None:
+    """A panel per method: retrain DiffROAR (solid) beside the retrain-free LeRF − MoRF accuracy
+    of the unchanged base model (dashed) vs k, a colour per model, with `imputation`."""
+    retrain = pd.read_parquet(diffroar_path).sort_values("keep_fraction")
+    retrain = retrain[retrain["imputation"] == imputation]
+    free = noretrain_diffroar(pd.concat([pd.read_parquet(path) for path in noretrain_paths]))
+    free = free[free["imputation"] == imputation].sort_values("keep_fraction")
+    methods = sorted(retrain["method"].unique())
+    models = sorted(retrain["model"].unique())
+    colours = _colours(models)
+    figure, axes = _panels(len(methods))
+    for axis, method in zip(axes, methods, strict=True):
+        for model in models:
+            pick = (retrain["method"] == method) & (retrain["model"] == model)
+            style = {"color": colours[model], "marker": "o"}
+            _curve(axis, retrain[pick], f"{model} retrained", style)
+            pick = (free["method"] == method) & (free["model"] == model)
+            style = {"color": colours[model], "marker": "x", "linestyle": "--"}
+            _curve(axis, free[pick], f"{model} no retraining", style, "noretrain_diffroar")
+        axis.set_title(method, fontsize="small")
+    axes[-1].legend(fontsize="x-small")
+    _finish(
+        axes,
+        f"With and without retraining on {dataset}, {imputation} imputation: acc(top-k kept) − "
+        "acc(bottom-k kept)",
+        "accuracy difference",
+    )
     _save(figure, out_path)
 
 
 def plot_attributions(
     dataset_path: str, saliency_paths: list[str], out_path: str, n_images: int
 ) -> None:
-    """Test images (first column) beside |attribution| maps of every model x method, one image
-    per row, chosen round-robin over classes."""
+    """A row per test image x model: the image, then the |attribution| map (summed over channels)
+    of every method; images chosen round-robin over classes."""
     dataset = open_store(dataset_path)
     labels = dataset["test"]["labels"][...]
     classes = dataset.attrs["classes"]
     by_class = [np.flatnonzero(labels == c) for c in range(len(classes))]
     round_robin = [i for row in zip_longest(*by_class) for i in row if i is not None]
     picks = [int(i) for i in round_robin[:n_images]]
-    n_images = len(picks)
     images = (
         dataset["test"]["images"].get_orthogonal_selection((picks,)) / dataset.attrs["pixel_max"]
     )
     stores = [open_store(path) for path in saliency_paths]
-    columns = 1 + len(stores)
+    models = list(dict.fromkeys(store.attrs["model"] for store in stores))
+    methods = list(dict.fromkeys(store.attrs["method"] for store in stores))
+    by_key = {(store.attrs["model"], store.attrs["method"]): store for store in stores}
+    rows, columns = len(picks) * len(models), 1 + len(methods)
+    aspect = images.shape[2] / images.shape[3]
     figure, axes = plt.subplots(
-        n_images,
-        columns,
-        figsize=(1.3 * columns, 1.3 * n_images * images.shape[2] / images.shape[3]),
-        squeeze=False,
+        rows, columns, figsize=(1.3 * columns, 1.3 * rows * aspect + 0.6), squeeze=False
     )
-    for row, index in enumerate(picks):
-        image = images[row].transpose(1, 2, 0)
-        axes[row, 0].imshow(
-            image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1
-        )
-        axes[row, 0].set_ylabel(f"class {classes[labels[index]]}", fontsize="x-small")
-        for column, store in enumerate(stores, start=1):
-            values = np.abs(store["test"]["attributions"][index]).sum(axis=0)
-            axes[row, column].imshow(values, cmap="inferno", vmin=0, vmax=values.max() or 1)
-    for column, store in enumerate(stores, start=1):
-        axes[0, column].set_title(
-            f"{store.attrs['model']}\n{store.attrs['method']}", fontsize="x-small"
-        )
+    for number, index in enumerate(picks):
+        image = images[number].transpose(1, 2, 0)
+        for offset, model in enumerate(models):
+            row = axes[number * len(models) + offset]
+            row[0].imshow(
+                image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1
+            )
+            row[0].set_ylabel(f"class {classes[labels[index]]}\n{model}", fontsize="x-small")
+            for column, method in enumerate(methods, start=1):
+                values = np.abs(by_key[(model, method)]["test"]["attributions"][index]).sum(0)
+                row[column].imshow(values, cmap="inferno", vmin=0, vmax=values.max() or 1)
+    for column, method in enumerate(methods, start=1):
+        axes[0, column].set_title(method, fontsize="x-small")
     axes[0, 0].set_title("input", fontsize="x-small")
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.suptitle(f"|attribution| on test images of {dataset.attrs['dataset']}", fontsize="small")
+    figure.suptitle(
+        f"|attribution| on test images of {dataset.attrs['dataset']} (each map scaled to its max)",
+        fontsize="small",
+    )
     _save(figure, out_path)
 
 

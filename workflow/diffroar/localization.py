@@ -52,7 +52,11 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 
 def localization_rows(
-    dataset_path: str, saliency_path: str, keep_fractions: list[float], tiebreak_seed: int
+    dataset_path: str,
+    saliency_path: str,
+    keep_fractions: list[float],
+    tiebreak_seed: int,
+    ranking: str = "coordinate",
 ) -> list[dict]:
     """Rows of the localization table for one saliency store (test split)."""
     dataset = read_attributes(dataset_path)
@@ -68,9 +72,8 @@ def localization_rows(
         in_signal = signal_rows(signal_on_top[block], block_height)
         mass.append(signal_mass_share(attributions, in_signal))
         for k in keep_fractions:
-            keep = keep_mask(
-                attributions, k, "top", tiebreak_rng(tiebreak_seed, "test", block.start)
-            )
+            rng = tiebreak_rng(tiebreak_seed, "test", block.start)
+            keep = keep_mask(attributions, k, "top", rng, ranking)
             null_share[k].append(null_topk_share(keep, in_signal))
     identity = {
         "dataset": dataset["dataset"],
@@ -99,9 +102,10 @@ def run_localization(
     *,
     keep_fractions: list[float],
     tiebreak_seed: int,
+    ranking: str,
 ) -> None:
     rows = []
     for path in saliency_paths:
-        rows += localization_rows(dataset_path, path, keep_fractions, tiebreak_seed)
+        rows += localization_rows(dataset_path, path, keep_fractions, tiebreak_seed, ranking)
         log.info("%s: signal mass share %.3f", path, rows[-len(keep_fractions) - 1]["mean"])
     pd.DataFrame(rows).to_parquet(out_path, index=False)

@@ -1,4 +1,8 @@
-"""Stage `mask`: keep the top-k or bottom-k attributed coordinates of every image, replace the rest.
+"""Stage `mask`: keep the top-k or bottom-k attributed coordinates of every image, impute the rest.
+
+Rankings are per coordinate (every channel of every pixel ranked on its own, as in the paper) or
+per pixel (attributions summed over channels, all channels of a pixel kept or removed together,
+as in ROAD). The removed coordinates are filled by an imputation of diffroar.imputation.
 
 A masked store holds, per split, `images` (N, C, H, W) float32 already scaled to [0, 1] (its
 `pixel_max` is 1) and `labels`; its attributes are the dataset's plus how it was masked.
@@ -9,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from .data import read_attributes
+from .imputation import impute
 from .runtime import log, package_version
 from .store import SPLITS, create_empty, create_store, open_store, sample_blocks, write_array
 
 ORDERS = ("top", "bottom")
+RANKINGS = ("coordinate", "pixel")
 
 
 def keep_count(keep_fraction: float, coordinates: int) -> int:
@@ -27,20 +33,35 @@ def rank(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.lexsort((tiebreak, -np.abs(scores)), axis=-1)
 
 
+def ranked_units(shape: tuple[int, ...] | list[int], ranking: str) -> int:
+    """Number of ranked units of one image (C, H, W): C*H*W coordinates or H*W pixels."""
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking {ranking!r}: must be one of {', '.join(RANKINGS)}")
+    return int(np.prod(shape if ranking == "coordinate" else shape[1:]))
+
+
 def keep_mask(
-    attributions: np.ndarray, keep_fraction: float, order: str, rng: np.random.Generator
+    attributions: np.ndarray,
+    keep_fraction: float,
+    order: str,
+    rng: np.random.Generator,
+    ranking: str = "coordinate",
 ) -> np.ndarray:
-    """Bool mask shaped like `attributions` (N, ...) that keeps, per image, the round(k * d)
-    highest-ranked coordinates (order 'top') or the lowest-ranked ones (order 'bottom')."""
+    """Bool mask shaped like `attributions` (N, C, H, W) that keeps, per image, the round(k * d)
+    highest-ranked units (order 'top') or the lowest-ranked ones (order 'bottom'); units are
+    coordinates (d = C*H*W) or pixels (d = H*W, scored by the sum over channels)."""
     if order not in ORDERS:
         raise ValueError(f"order {order!r}: must be one of {', '.join(ORDERS)}")
-    flat = attributions.reshape(len(attributions), -1)
-    coordinates = flat.shape[1]
-    count = keep_count(keep_fraction, coordinates)
-    ranking = rank(flat, rng)
-    chosen = ranking[:, :count] if order == "top" else ranking[:, coordinates - count :]
+    units = ranked_units(attributions.shape[1:], ranking)
+    scores = attributions if ranking == "coordinate" else attributions.sum(axis=1)
+    flat = scores.reshape(len(scores), units)
+    count = keep_count(keep_fraction, units)
+    ranks = rank(flat, rng)
+    chosen = ranks[:, :count] if order == "top" else ranks[:, units - count :]
     mask = np.zeros(flat.shape, dtype=bool)
     np.put_along_axis(mask, chosen, True, axis=1)
+    if ranking == "pixel":
+        mask = np.broadcast_to(mask.reshape(scores.shape)[:, None], attributions.shape)
     return mask.reshape(attributions.shape)
 
 
@@ -50,6 +71,11 @@ def tiebreak_rng(seed: int, split: str, start: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), start])
 
 
+def noise_rng(seed: int, split: str, start: int) -> np.random.Generator:
+    """The RNG of the imputation noise of the same block, independent of its tie-breaking."""
+    return np.random.default_rng([seed, SPLITS.index(split), start, 1])
+
+
 def run_mask(
     dataset_path: str,
     saliency_path: str,
@@ -57,13 +83,17 @@ def run_mask(
     *,
     keep_fraction: float,
     order: str,
+    imputation: str,
+    ranking: str,
     tiebreak_seed: int,
+    noise: float = 0.0,
 ) -> None:
-    """Write the masked copy of all splits of a dataset for one attribution store, k and order."""
+    """Write the masked copy of all splits of a dataset for one attribution store, k, order and
+    imputation (`noise`: the std of noisy_linear's noise)."""
     dataset = read_attributes(dataset_path)
     saliency = open_store(saliency_path)
-    fill_value = float(dataset["pixel_mean"])
-    coordinates = int(np.prod(dataset["shape"]))
+    units = ranked_units(dataset["shape"], ranking)
+    kept = keep_count(keep_fraction, units)
     root = create_store(
         out_path,
         {
@@ -76,10 +106,13 @@ def run_mask(
                 "method": saliency.attrs["method"],
                 "keep_fraction": keep_fraction,
                 "order": order,
-                "kept_coordinates": keep_count(keep_fraction, coordinates),
-                "coordinates": coordinates,
-                "fill_value": fill_value,
-                "fill": "dataset mean of the training split, in [0, 1] pixel scale",
+                "ranking": ranking,
+                "kept_units": kept,
+                "units": units,
+                "kept_coordinates": kept * int(np.prod(dataset["shape"])) // units,
+                "coordinates": int(np.prod(dataset["shape"])),
+                "imputation": imputation,
+                "noise": noise if imputation == "noisy_linear" else None,
                 "tiebreak_seed": tiebreak_seed,
             },
             "package_version": package_version(),
@@ -103,16 +136,27 @@ def run_mask(
                 keep_fraction,
                 order,
                 tiebreak_rng(tiebreak_seed, split, block.start),
+                ranking,
             )
-            images = stored[block].astype(np.float32) / pixel_max
-            masked[block] = np.where(keep, images, np.float32(fill_value))
+            masked[block] = impute(
+                stored[block].astype(np.float32) / pixel_max,
+                keep,
+                imputation,
+                pixel_mean=float(dataset["pixel_mean"]),
+                channel_mean=list(dataset["channel_mean"]),
+                noise=noise,
+                rng=noise_rng(tiebreak_seed, split, block.start),
+            )
+        log.info("%s: %d images masked", split, stored.shape[0])
     log.info(
-        "%s-%g masked copy of %s with %s attributions of %s: %d of %d coordinates kept",
+        "%s-%g masked copy of %s with %s attributions of %s, %s imputation: %d of %d %ss kept",
         order,
         keep_fraction,
         dataset["dataset"],
         saliency.attrs["method"],
         saliency.attrs["model"],
-        keep_count(keep_fraction, coordinates),
-        coordinates,
+        imputation,
+        kept,
+        units,
+        ranking,
     )

@@ -22,6 +22,9 @@ RUN_COLUMNS = [
     "training_mode",
     "base_seed",
     "method",
+    "imputation",
+    "ranking",
+    "retrain_architecture",
     "order",
     "keep_fraction",
     "kept_coordinates",
@@ -34,7 +37,17 @@ RUN_COLUMNS = [
     "config_fingerprint",
     "package_version",
 ]
-GROUP = ["dataset", "model", "architecture", "training_mode", "method", "keep_fraction"]
+GROUP = [
+    "dataset",
+    "model",
+    "architecture",
+    "training_mode",
+    "method",
+    "imputation",
+    "ranking",
+    "retrain_architecture",
+    "keep_fraction",
+]
 
 
 def collect_runs(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -54,8 +67,8 @@ def interval95(values: pd.Series) -> tuple[float, float]:
 
 
 def diffroar_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset x model x method x k: mean top-k and bottom-k accuracy, DiffROAR with its std
-    and 95% interval over (base seed, retrain seed) pairs, and the number of pairs."""
+    """Per dataset x model x method x imputation x k: mean top-k and bottom-k accuracy, DiffROAR
+    with its std and 95% interval over (base seed, retrain seed) pairs, and the number of pairs."""
     paired = runs.pivot_table(
         index=GROUP + ["base_seed", "retrain_seed"],
         columns="order",
@@ -78,6 +91,16 @@ def diffroar_table(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def noretrain_diffroar(table: pd.DataFrame) -> pd.DataFrame:
+    """Per base model x method x imputation x k: LeRF - MoRF accuracy (retrain-free DiffROAR),
+    averaged over base seeds, with the number of seeds."""
+    keys = ["dataset", "model", "method", "imputation", "keep_fraction"]
+    wide = table.pivot_table(index=keys + ["base_seed"], columns="curve", values="test_accuracy")
+    wide["noretrain_diffroar"] = wide["LeRF"] - wide["MoRF"]
+    summary = wide.groupby(level=keys)["noretrain_diffroar"].agg(["mean", "count"])
+    return summary.rename(columns={"mean": "noretrain_diffroar", "count": "n_seeds"}).reset_index()
 
 
 def run_metrics(metrics_paths: list[str], runs_path: str, diffroar_path: str) -> None:

@@ -7,12 +7,16 @@ training split's per-channel mean and std, so attributions and attacks live in p
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
+from torchvision.models import resnet
+
+from .architectures import ARCHITECTURE_OPTIONS
 
 
 class Normalize(nn.Module):
@@ -28,6 +32,7 @@ class Normalize(nn.Module):
 
 
 def mlp(input_shape: list[int], num_classes: int, hidden_sizes: list[int]) -> nn.Sequential:
+    """Flatten, then Linear + ReLU per hidden width, then a Linear classifier."""
     widths = [int(torch.tensor(input_shape).prod()), *hidden_sizes]
     layers: list[nn.Module] = [nn.Flatten()]
     for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
@@ -36,17 +41,70 @@ def mlp(input_shape: list[int], num_classes: int, hidden_sizes: list[int]) -> nn
     return nn.Sequential(*layers)
 
 
+def cnn(
+    input_shape: list[int], num_classes: int, channels: list[int], hidden_sizes: list[int]
+) -> nn.Sequential:
+    """3x3 convolutions `conv1`, `conv2`, ... (padding 1, each followed by a ReLU), one 2x2 max
+    pool, then a fully connected head like the mlp's."""
+    in_channels, height, width = input_shape
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for index, out_channels in enumerate(channels, start=1):
+        layers[f"conv{index}"] = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        layers[f"relu{index}"] = nn.ReLU()
+        in_channels = out_channels
+    layers["pool"] = nn.MaxPool2d(2)
+    layers["flatten"] = nn.Flatten()
+    features = in_channels * (height // 2) * (width // 2)
+    for index, hidden in enumerate(hidden_sizes, start=1):
+        layers[f"fc{index}"] = nn.Linear(features, hidden)
+        layers[f"fc_relu{index}"] = nn.ReLU()
+        features = hidden
+    layers["classifier"] = nn.Linear(features, num_classes)
+    return nn.Sequential(layers)
+
+
+class BasicBlock(resnet.BasicBlock):
+    """torchvision's ResNet basic block with its two ReLUs as separate modules that do not work
+    in place: Captum's DeepLift and guided backprop hook every ReLU module once per forward."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.relu = nn.ReLU()
+        self.relu_out = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu_out(out + identity)
+
+
+def resnet18(input_shape: list[int], num_classes: int) -> resnet.ResNet:
+    """torchvision's ResNet-18 with a stem for small images: a 3x3 stride-1 first convolution
+    taking the dataset's channels and no max pool (as usual for CIFAR-sized inputs)."""
+    network = resnet.ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    network.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+    network.relu = nn.ReLU()
+    network.maxpool = nn.Identity()
+    return network
+
+
 ARCHITECTURES = {
     "mlp": lambda spec: mlp(spec["input_shape"], spec["num_classes"], spec["hidden_sizes"]),
+    "cnn": lambda spec: cnn(
+        spec["input_shape"], spec["num_classes"], spec["channels"], spec["hidden_sizes"]
+    ),
+    "resnet18": lambda spec: resnet18(spec["input_shape"], spec["num_classes"]),
 }
 
 
 def model_spec(model_cfg: dict[str, Any], dataset_attributes: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to rebuild a model: its config plus the dataset's shape, classes and
-    normalisation. Stored in every checkpoint."""
+    """Everything needed to rebuild a model: its architecture and options plus the dataset's
+    shape, classes and normalisation. Stored in every checkpoint."""
+    architecture = model_cfg["architecture"]
     return {
-        "architecture": model_cfg["architecture"],
-        "hidden_sizes": model_cfg.get("hidden_sizes"),
+        "architecture": architecture,
+        **{option: model_cfg[option] for option in ARCHITECTURE_OPTIONS[architecture]},
         "input_shape": list(dataset_attributes["shape"]),
         "num_classes": int(dataset_attributes["num_classes"]),
         "channel_mean": list(dataset_attributes["channel_mean"]),
@@ -55,9 +113,11 @@ def model_spec(model_cfg: dict[str, Any], dataset_attributes: dict[str, Any]) ->
 
 
 def build_model(spec: dict[str, Any]) -> nn.Sequential:
-    """A freshly initialised model (uses torch's global RNG: seed it first)."""
+    """A freshly initialised model (uses torch's global RNG: seed it first): `normalize`, then
+    `network`, the architecture (Grad-CAM layers are named inside it)."""
     network = ARCHITECTURES[spec["architecture"]](spec)
-    return nn.Sequential(Normalize(spec["channel_mean"], spec["channel_std"]), network)
+    normalize = Normalize(spec["channel_mean"], spec["channel_std"])
+    return nn.Sequential(OrderedDict(normalize=normalize, network=network))
 
 
 def save_checkpoint(

@@ -1,4 +1,5 @@
-"""Stage `retrain`: train a fresh model of the base architecture on one masked dataset.
+"""Stage `retrain`: train a fresh model on one masked dataset, of the base model's architecture
+unless the config's `retraining.model` names another.
 
 Always standard training. The model is evaluated on the equally masked validation and test sets
 after every epoch; the reported accuracy is the test accuracy at the epoch of best validation
@@ -27,23 +28,26 @@ def run_retrain(
     checkpoint_path: str,
     metrics_path: str,
     *,
+    base_model_cfg: dict[str, Any],
     model_cfg: dict[str, Any],
     retraining_cfg: dict[str, Any],
     retrain_seed: int,
     config_fingerprint: str,
 ) -> None:
-    """Retrain on the masked store at `masked_path` and write checkpoint and metrics JSON."""
+    """Retrain a `model_cfg` model on the masked store at `masked_path` and write checkpoint and
+    metrics JSON (which describe the base model, `base_model_cfg`, and the retrained one)."""
     started = time.perf_counter()
     on = device()
     model, spec, splits, attributes = start_training(masked_path, model_cfg, retrain_seed, on)
     masking = attributes["masking"]
     log.info(
-        "retraining %s on %s %s-%g masked by %s (retrain seed %d) on %s",
+        "retraining %s on %s %s-%g masked by %s with %s imputation (retrain seed %d) on %s",
         model_cfg["architecture"],
         attributes["dataset"],
         masking["order"],
         masking["keep_fraction"],
         masking["method"],
+        masking["imputation"],
         retrain_seed,
         on,
     )
@@ -60,6 +64,8 @@ def run_retrain(
         "model": masking["model"],
         "base_seed": masking["base_seed"],
         "method": masking["method"],
+        "imputation": masking["imputation"],
+        "ranking": masking["ranking"],
         "order": masking["order"],
         "keep_fraction": masking["keep_fraction"],
         "retrain_seed": retrain_seed,
@@ -72,8 +78,9 @@ def run_retrain(
         metrics_path,
         {
             **info,
-            "architecture": model_cfg["architecture"],
-            "training_mode": training_mode(model_cfg),
+            "architecture": base_model_cfg["architecture"],
+            "training_mode": training_mode(base_model_cfg),
+            "retrain_architecture": model_cfg["architecture"],
             "kept_coordinates": masking["kept_coordinates"],
             "test_accuracy": selected["test_accuracy"],
             "test_accuracy_last_epoch": history[-1]["test_accuracy"],

@@ -1,16 +1,52 @@
 """Stage `saliency`: attributions of a base model for every train, validation and test image.
 
-Every method has one signature, `method(model, images, labels, *, batch_size, seed)`, taking
-images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 on the model's device, and returns
-signed attributions (N, C, H, W) float32 on the CPU. `METHODS` maps config names to methods.
+Every method has one signature,
+
+    method(model, images, labels, settings: Settings, *, seed: int) -> torch.Tensor
+
+taking images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 on the model's device (the
+model in eval mode), and returns signed attributions (N, C, H, W) float32 on the CPU, computed
+in chunks of `settings.batch_size` images. The methods neither change the model nor leave hooks
+on it. `METHODS` maps config names to methods; every gradient method is Captum's:
+
+- `gradient`: Saliency (signed, abs=False)
+- `gradient_x_input`: InputXGradient
+- `integrated_gradients`: IntegratedGradients (`steps`, `baseline`, `internal_batch_size`)
+- `smoothgrad`, `smoothgrad_sq`, `vargrad`: NoiseTunnel over the signed Saliency with that
+  nt_type (`noise_std`, `noise_samples`, `internal_batch_size`); the noise comes from `seed`
+- `guided_backprop`: GuidedBackprop
+- `gradcam`: LayerGradCam on the layer `settings.layer` of `model.network` (ReLU applied),
+  upsampled bilinearly to (H, W) and repeated over the C channels
+- `deeplift`: DeepLift (`baseline`); target `loss` is refused (see `deeplift`)
+- model-independent controls: `random` (uniform scores from `seed`) and `sobel` (the per-channel
+  Sobel edge magnitude of the image)
+
+`Settings.target` picks what is explained: `logit`, the true-class logit, or `loss`, the
+per-sample cross-entropy of the true class (Captum explains the `CrossEntropy` wrapper, with the
+labels passed as an additional forward argument so that it expands them with the inputs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from captum.attr import (
+    DeepLift,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Saliency,
+)
+from scipy import ndimage
 from torch import nn
 
 from .data import read_attributes
@@ -20,32 +56,321 @@ from .store import SPLITS, create_empty, create_store, open_store, sample_blocks
 
 # Images attributed per block read from the dataset store: bounds memory for large datasets.
 BLOCK_IMAGES = 8192
+TARGETS = ("logit", "loss")
+BASELINES = ("zero", "mean")
 
 
-def gradient(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seed: int
+@dataclass(frozen=True)
+class Settings:
+    """How the attribution methods run; each method reads only the fields it needs."""
+
+    batch_size: int = 512  # images per call of the explainer (bounds memory)
+    internal_batch_size: int = 4096  # most model inputs in one forward pass (IG steps, noise)
+    target: str = "logit"  # "logit": true-class logit; "loss": per-sample cross-entropy
+    baseline: str = "zero"  # integrated_gradients, deeplift: "zero" or "mean" (channel mean)
+    steps: int = 32  # integrated_gradients: integration steps
+    noise_std: float = 0.15  # smoothgrad, smoothgrad_sq, vargrad: noise std in [0, 1] pixels
+    noise_samples: int = 16  # smoothgrad, smoothgrad_sq, vargrad: noisy samples per image
+    layer: str | None = None  # gradcam: name of a layer inside model.network
+    channel_mean: tuple[float, ...] = ()  # per-channel training mean ([0, 1]), baseline "mean"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"saliency target {self.target!r} is not one of {TARGETS}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"saliency baseline {self.baseline!r} is not one of {BASELINES}")
+        for name in ("batch_size", "internal_batch_size", "steps", "noise_samples"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"saliency {name} must be at least 1, got {getattr(self, name)}")
+        if not self.noise_std >= 0:
+            raise ValueError(f"saliency noise_std must be >= 0, got {self.noise_std}")
+        object.__setattr__(self, "channel_mean", tuple(float(v) for v in self.channel_mean))
+
+
+class Method(Protocol):
+    def __call__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        settings: Settings,
+        *,
+        seed: int,
+    ) -> torch.Tensor: ...
+
+
+class CrossEntropy(nn.Module):
+    """forward(x, labels): the per-sample cross-entropy of `model(x)` with the true `labels`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(x), labels, reduction="none")
+
+
+def _explained(model: nn.Module, settings: Settings) -> nn.Module:
+    """The module whose (per-sample scalar) output Captum explains."""
+    return model if settings.target == "logit" else CrossEntropy(model)
+
+
+def _in_chunks(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    attribute: Callable[..., torch.Tensor],
+    chunk: int | None = None,
 ) -> torch.Tensor:
-    """Gradient of the true-class logit with respect to the input (Captum's Saliency, signed)."""
-    from captum.attr import Saliency
-
-    explainer = Saliency(model)
+    """attribute(batch, target=..., additional_forward_args=...) per chunk of images (default
+    `settings.batch_size`), concatenated on the CPU as float32."""
+    chunk = settings.batch_size if chunk is None else chunk
     parts = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        target = labels[start : start + batch_size]
-        parts.append(explainer.attribute(batch, target=target, abs=False).detach().cpu())
+    for start in range(0, len(images), chunk):
+        batch = images[start : start + chunk].detach()
+        batch_labels = labels[start : start + chunk]
+        if settings.target == "logit":
+            targets: dict[str, Any] = {"target": batch_labels}
+        else:
+            targets = {"target": None, "additional_forward_args": (batch_labels,)}
+        parts.append(attribute(batch, **targets).detach().to("cpu", torch.float32))
+    if not parts:
+        return torch.zeros(images.shape, dtype=torch.float32)
     return torch.cat(parts)
 
 
+def _baselines(batch: torch.Tensor, settings: Settings) -> torch.Tensor:
+    """The reference image per `settings.baseline`, one per image of `batch`."""
+    if settings.baseline == "zero":
+        return torch.zeros_like(batch)
+    if len(settings.channel_mean) != batch.shape[1]:
+        raise ValueError(
+            f"baseline 'mean' needs settings.channel_mean with one value per channel "
+            f"({batch.shape[1]}), got {settings.channel_mean}"
+        )
+    mean = torch.tensor(settings.channel_mean, dtype=batch.dtype, device=batch.device)
+    return torch.zeros_like(batch) + mean.view(1, -1, 1, 1)
+
+
+@contextmanager
+def _seeded(seed: int, on: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG (Captum draws its noise from it); restore it afterwards."""
+    with torch.random.fork_rng(devices=[on] if on.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def gradient(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """The gradient of the target with respect to the input (Captum's Saliency, signed)."""
+    explainer = Saliency(_explained(model, settings))
+    return _in_chunks(
+        images, labels, settings, lambda batch, **kw: explainer.attribute(batch, abs=False, **kw)
+    )
+
+
+def gradient_x_input(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """Input times gradient (Captum's InputXGradient)."""
+    explainer = InputXGradient(_explained(model, settings))
+    return _in_chunks(images, labels, settings, explainer.attribute)
+
+
+def integrated_gradients(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """Captum's IntegratedGradients from `settings.baseline` in `settings.steps` steps; chunks of
+    at most `internal_batch_size` images so that no forward pass exceeds that many inputs."""
+    explainer = IntegratedGradients(_explained(model, settings))
+
+    def attribute(batch: torch.Tensor, **targets: Any) -> torch.Tensor:
+        return explainer.attribute(
+            batch,
+            baselines=_baselines(batch, settings),
+            n_steps=settings.steps,
+            internal_batch_size=settings.internal_batch_size,
+            **targets,
+        )
+
+    chunk = min(settings.batch_size, settings.internal_batch_size)
+    return _in_chunks(images, labels, settings, attribute, chunk)
+
+
+def _noise_tunnel(
+    nt_type: str,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    seed: int,
+) -> torch.Tensor:
+    """Captum's NoiseTunnel of type `nt_type` over the signed Saliency, noise from `seed`."""
+    explainer = NoiseTunnel(Saliency(_explained(model, settings)))
+
+    def attribute(batch: torch.Tensor, **targets: Any) -> torch.Tensor:
+        samples_per_pass = max(1, settings.internal_batch_size // len(batch))
+        return explainer.attribute(
+            batch,
+            nt_type=nt_type,
+            nt_samples=settings.noise_samples,
+            nt_samples_batch_size=min(settings.noise_samples, samples_per_pass),
+            stdevs=float(settings.noise_std),
+            abs=False,
+            **targets,
+        )
+
+    chunk = min(settings.batch_size, settings.internal_batch_size)
+    with _seeded(seed, images.device):
+        return _in_chunks(images, labels, settings, attribute, chunk)
+
+
+def smoothgrad(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """SmoothGrad: the mean gradient over `noise_samples` noisy copies of each image."""
+    return _noise_tunnel("smoothgrad", model, images, labels, settings, seed)
+
+
+def smoothgrad_sq(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """SmoothGrad-squared: the mean squared gradient over noisy copies of each image."""
+    return _noise_tunnel("smoothgrad_sq", model, images, labels, settings, seed)
+
+
+def vargrad(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """VarGrad: the variance of the gradient over noisy copies of each image."""
+    return _noise_tunnel("vargrad", model, images, labels, settings, seed)
+
+
+def guided_backprop(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """Captum's GuidedBackprop: only positive gradients pass back through the ReLU modules."""
+    explainer = GuidedBackprop(_explained(model, settings))
+    return _in_chunks(images, labels, settings, explainer.attribute)
+
+
+def _conv_children(network: nn.Module) -> list[str]:
+    """The layers of `network` (its direct children) that are or contain a convolution."""
+    return [
+        name
+        for name, child in network.named_children()
+        if any(isinstance(module, nn.Conv2d) for module in child.modules())
+    ]
+
+
+def _gradcam_layer(model: nn.Module, name: str | None) -> nn.Module:
+    network = getattr(model, "network", None)
+    if not isinstance(network, nn.Module):
+        raise ValueError("gradcam needs a model from diffroar.models.build_model (`network`)")
+    layer = None
+    if name:
+        try:
+            layer = network.get_submodule(name)
+        except AttributeError:
+            layer = None
+    if layer is None:
+        choices = _conv_children(network)
+        known = (
+            f"its convolutional layers are {', '.join(choices)}"
+            if choices
+            else "it has no convolutional layers"
+        )
+        raise ValueError(f"gradcam layer {name!r} is not a layer of the model's network: {known}")
+    return layer
+
+
+def gradcam(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """Grad-CAM of the layer `settings.layer` of `model.network` (Captum's LayerGradCam with
+    relu_attributions), upsampled bilinearly to (H, W) and repeated over the C channels."""
+    layer = _gradcam_layer(model, settings.layer)
+    explainer = LayerGradCam(_explained(model, settings), layer)
+    channels, height, width = images.shape[1:]
+
+    def attribute(batch: torch.Tensor, **targets: Any) -> torch.Tensor:
+        cam = explainer.attribute(batch, relu_attributions=True, **targets)
+        if cam.dim() != 4:
+            raise ValueError(
+                f"gradcam layer {settings.layer!r} outputs no feature map (N, K, h, w): "
+                f"choose one of {', '.join(_conv_children(model.network)) or 'none'}"
+            )
+        upsampled = LayerAttribution.interpolate(cam, (height, width), interpolate_mode="bilinear")
+        return upsampled.repeat(1, channels, 1, 1)
+
+    return _in_chunks(images, labels, settings, attribute)
+
+
+def deeplift(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """Captum's DeepLift (rescale rule) from `settings.baseline`.
+
+    Target `loss` is refused: Captum applies DeepLift's rules only to nonlinearity modules it
+    knows (ReLU, Tanh, Sigmoid, Softmax, max pooling, ...), so the cross-entropy on top of the
+    logits would be linearised at the input and the attributions would not sum to
+    loss(x) - loss(baseline), DeepLift's defining property.
+    """
+    if settings.target != "logit":
+        raise ValueError(
+            f"deeplift supports only target 'logit', not {settings.target!r}: Captum's DeepLift "
+            "cannot propagate through the cross-entropy (not a nonlinearity module it knows)"
+        )
+    explainer = DeepLift(model)
+    return _in_chunks(
+        images,
+        labels,
+        settings,
+        lambda batch, **kw: explainer.attribute(batch, baselines=_baselines(batch, settings), **kw),
+    )
+
+
 def random(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seed: int
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
 ) -> torch.Tensor:
     """The control: uniform random scores from `seed`, independent of model and image."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(images.shape, generator=generator, dtype=torch.float32)
 
 
-METHODS: dict[str, Callable[..., torch.Tensor]] = {"gradient": gradient, "random": random}
+def sobel(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+) -> torch.Tensor:
+    """The control: the edge magnitude sqrt(sobel_x^2 + sobel_y^2) of each channel of each image
+    (scipy.ndimage.sobel per 2-D image, reflected borders); the model is not used."""
+
+    def attribute(batch: torch.Tensor, **targets: Any) -> torch.Tensor:
+        planes = batch.cpu().numpy().astype(np.float64).reshape(-1, *batch.shape[2:])
+        magnitude = np.stack(
+            [
+                np.hypot(ndimage.sobel(plane, axis=0), ndimage.sobel(plane, axis=1))
+                for plane in planes
+            ]
+        )
+        return torch.from_numpy(magnitude.reshape(batch.shape))
+
+    return _in_chunks(images, labels, settings, attribute)
+
+
+METHODS: dict[str, Method] = {
+    "gradient": gradient,
+    "gradient_x_input": gradient_x_input,
+    "integrated_gradients": integrated_gradients,
+    "smoothgrad": smoothgrad,
+    "smoothgrad_sq": smoothgrad_sq,
+    "vargrad": vargrad,
+    "guided_backprop": guided_backprop,
+    "gradcam": gradcam,
+    "deeplift": deeplift,
+    "random": random,
+    "sobel": sobel,
+}
 
 
 def block_seed(seed: int, split: str, start: int) -> int:
@@ -59,14 +384,22 @@ def run_saliency(
     out_path: str,
     *,
     method: str,
-    batch_size: int,
-    seed: int,
+    settings: dict[str, Any],
 ) -> None:
-    """Attribute every image of every split with `method` and write the saliency store."""
+    """Attribute every image of every split with `method` and write the saliency store.
+
+    `settings` holds `Settings` fields (not `channel_mean`, which comes from the dataset) and the
+    base `seed` (default 0) from which every block of images gets its own seed.
+    """
+    seed = int(settings.get("seed", 0))
     model, checkpoint = load_checkpoint(checkpoint_path)
     on = device()
     model = model.to(on)
     dataset = read_attributes(dataset_path)
+    resolved = Settings(
+        **{key: value for key, value in settings.items() if key != "seed"},
+        channel_mean=tuple(dataset["channel_mean"]),
+    )
     root = create_store(
         out_path,
         {
@@ -75,9 +408,11 @@ def run_saliency(
             "base_seed": checkpoint["seed"],
             "method": method,
             "seed": seed,
-            "target": "true-class logit",
+            "target": resolved.target,
+            "settings": dict(settings),
             "input_space": "pixels scaled to [0, 1], before the model's normalisation",
-            "values": "signed attributions; rankings use their absolute value per coordinate",
+            "values": "signed attributions; rankings use their absolute value per coordinate or, "
+            "per pixel, that of their sum over channels",
             "checkpoint_fingerprint": checkpoint["config_fingerprint"],
             "package_version": package_version(),
         },
@@ -94,19 +429,17 @@ def run_saliency(
             images = torch.from_numpy(stored[block].astype(np.float32) / pixel_max).to(on)
             target = torch.from_numpy(labels[block]).to(on)
             values = METHODS[method](
-                model,
-                images,
-                target,
-                batch_size=batch_size,
-                seed=block_seed(seed, split, block.start),
+                model, images, target, resolved, seed=block_seed(seed, split, block.start)
             )
             attributions[block] = values.numpy()
         log.info(
-            "%s/%s seed %s: %s attributions of %d %s images",
+            "%s/%s seed %s: %s attributions (target %s) of %d %s images on %s",
             checkpoint["dataset"],
             checkpoint["model"],
             checkpoint["seed"],
             method,
+            resolved.target,
             len(labels),
             split,
+            on,
         )

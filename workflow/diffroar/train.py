@@ -103,6 +103,15 @@ def accuracy(
     return correct / len(images)
 
 
+def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """`order` cut into batches of `batch_size`; a last batch of one sample joins the one before
+    (batch norm cannot train on a single sample)."""
+    batches = list(torch.split(order, batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 def train(
     model: nn.Module,
     train_split: tuple[torch.Tensor, torch.Tensor],
@@ -130,8 +139,7 @@ def train(
         order = torch.randperm(len(images), generator=shuffle).to(images.device)
         loss_sum = torch.zeros((), device=images.device)
         correct = torch.zeros((), device=images.device, dtype=torch.long)
-        for start in range(0, len(images), batch_size):
-            index = order[start : start + batch_size]
+        for index in _batches(order, batch_size):
             batch, target = images[index], labels[index]
             if attack is not None:
                 batch = pgd(model, batch, target, **attack)

@@ -10,4 +10,5 @@ run_localization(
     snakemake.output[0],
     keep_fractions=snakemake.params.keep_fractions,
     tiebreak_seed=snakemake.params.tiebreak_seed,
+    ranking=snakemake.params.ranking,
 )

@@ -10,5 +10,6 @@ run_mask(
     snakemake.output[0],
     keep_fraction=float(snakemake.wildcards.k),
     order=snakemake.wildcards.order,
-    tiebreak_seed=snakemake.params.tiebreak_seed,
+    imputation=snakemake.wildcards.imputation,
+    **snakemake.params.settings,
 )

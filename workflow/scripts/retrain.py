@@ -8,6 +8,7 @@ run_retrain(
     snakemake.input.masked,
     snakemake.output.checkpoint,
     snakemake.output.metrics,
+    base_model_cfg=snakemake.params.base_model,
     model_cfg=snakemake.params.model,
     retraining_cfg=snakemake.params.retraining,
     retrain_seed=int(snakemake.wildcards.rseed),

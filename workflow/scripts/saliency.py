@@ -9,6 +9,5 @@ run_saliency(
     snakemake.input.checkpoint,
     snakemake.output[0],
     method=snakemake.wildcards.method,
-    batch_size=snakemake.params.batch_size,
-    seed=snakemake.params.seed,
+    settings=snakemake.params.settings,
 )

@@ -1,0 +1,17 @@
+rule noretrain:
+    input:
+        dataset=DATA,
+        checkpoint=f"{MODEL_DIR}/model.safetensors",
+        masked=noretrain_masked,
+    output:
+        NORETRAIN,
+    log:
+        "results/logs/noretrain/{dataset}/{model}/seed{seed}.log",
+    conda:
+        "../envs/diffroar.yaml"
+    params:
+        model=base_model,
+        fingerprint=train_fingerprint,
+        code=code_fingerprint("noretrain"),
+    script:
+        "../workflow/scripts/noretrain.py"

@@ -1,0 +1,14 @@
+"""Rule `noretrain`: one base model's accuracy on all its masked test sets."""
+
+from diffroar.noretrain import run_noretrain
+from diffroar.runtime import setup_job
+
+setup_job(snakemake.log[0], snakemake.threads)
+run_noretrain(
+    snakemake.input.dataset,
+    snakemake.input.checkpoint,
+    list(snakemake.input.masked),
+    snakemake.output[0],
+    model_cfg=snakemake.params.model,
+    config_fingerprint=snakemake.params.fingerprint,
+)
