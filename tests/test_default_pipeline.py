@@ -31,13 +31,12 @@ def diffroar(table, dataset, model, method):
 
 
 def test_every_output_exists(default_run):
-    for name in ("metrics", "diffroar", "localization"):
+    for name in ("metrics", "diffroar", "noretrain", "localization"):
         assert (default_run / f"{name}.parquet").exists()
-    for figure in (
-        "diffroar-digits", "diffroar-blockdigits", "attributions-digits",
-        "attributions-blockdigits", "localization-blockdigits",
-    ):  # fmt: skip
-        assert (default_run / "figures" / f"{figure}.png").stat().st_size > 10_000
+    for kind in ("methods", "imputation", "noretrain", "attributions"):
+        for dataset in ("digits", "blockdigits"):
+            assert (default_run / "figures" / f"{kind}-{dataset}.png").stat().st_size > 10_000
+    assert (default_run / "figures" / "localization-blockdigits.png").stat().st_size > 10_000
     runs = pd.read_parquet(default_run / "metrics.parquet")
     assert len(runs) == 2 * 2 * 2 * 3 * 2 * 2  # datasets x models x methods x k x orders x seeds
     assert planned_jobs(default_run.parent, config=None) == {}
@@ -49,6 +48,15 @@ def test_gradients_of_the_robust_model_rank_discriminative_features_first(defaul
     standard = diffroar(table, "digits", "mlp_standard", "gradient")
     assert robust > standard > 0.05
     assert robust > 0.3
+
+
+def test_retrain_free_curves_cover_every_mask(default_run):
+    table = pd.read_parquet(default_run / "noretrain.parquet")
+    assert len(table) == 2 * 2 * 2 * 3 * 2  # datasets x models x methods x k x orders
+    random = table[table["method"] == "random"].pivot_table(
+        index=["dataset", "model", "keep_fraction"], columns="curve", values="test_accuracy"
+    )
+    assert (random["LeRF"] - random["MoRF"]).abs().max() < 0.15
 
 
 def test_the_random_control_is_near_zero(default_run):

@@ -227,6 +227,7 @@ def test_one_figure_builds_only_what_it_needs(tmp_path):
         assert "results/data/blockdigits.zarr" in result.stdout
         assert "digits.zarr" not in result.stdout.replace("blockdigits.zarr", "")
         assert "figure_attributions" not in result.stdout
+        assert "rule noretrain" not in result.stdout
 
 
 @pytest.mark.parametrize(
