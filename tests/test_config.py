@@ -137,8 +137,8 @@ def _rename_model(old, new):
 BAD_CONFIGS = [
     (
         "unknown loader",
-        _set("datasets", "digits", "loader", "mnist"),
-        ["datasets.digits.loader", "'mnist'", "'digits'", "'blockdigits'"],
+        _set("datasets", "digits", "loader", "cifar100"),
+        ["datasets.digits.loader", "'cifar100'", "'digits'", "'blockdigits'", "'mnist'"],
     ),
     (
         "unknown method",

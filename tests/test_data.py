@@ -7,11 +7,11 @@ import pytest
 from diffroar.data import (
     ImageDataset,
     build_block_dataset,
+    dataset_splits,
     load_digits,
     prepare,
     read_attributes,
     read_images,
-    split_indices,
     square_outline,
 )
 from diffroar.store import SPLITS, read_split
@@ -112,6 +112,13 @@ def _labels(count=300, classes=3, seed=0):
     return np.random.default_rng(seed).integers(0, classes, size=count)
 
 
+def split_indices(labels, val_fraction, test_fraction, seed, **sizes):
+    """dataset_splits of a dataset with these labels and no official test split."""
+    dataset = ImageDataset(np.zeros((len(labels), 1, 1, 1)), labels, ["a"], 1.0)
+    cfg = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": seed}
+    return dataset_splits(dataset, cfg | sizes)
+
+
 def test_split_indices_are_disjoint_and_cover_everything():
     labels = _labels()
     splits = split_indices(labels, 0.15, 0.2, seed=0)
@@ -142,6 +149,33 @@ def test_split_indices_are_deterministic_per_seed():
     for name in SPLITS:
         np.testing.assert_array_equal(first[name], second[name])
     assert not np.array_equal(first["test"], other["test"])
+
+
+def test_train_and_test_size_draw_stratified_subsets():
+    labels = np.repeat([0, 1, 2, 3], [100, 200, 300, 400])
+    full = split_indices(labels, 0.15, 0.2, seed=1)
+    small = split_indices(labels, 0.15, 0.2, seed=1, train_size=400, test_size=100)
+    assert len(small["test"]) == 100 and set(small["test"]) <= set(full["test"])
+    assert len(small["train"]) + len(small["val"]) == 400  # the pool before validation
+    assert abs(len(small["val"]) - 400 * 0.15 / 0.8) <= 1
+    np.testing.assert_allclose(np.bincount(labels[small["test"]]) / 100, [0.1, 0.2, 0.3, 0.4])
+    assert not set(small["train"]) & (set(small["val"]) | set(small["test"]))
+
+
+def test_official_test_split_is_the_test_set():
+    labels = np.tile([0, 1], 60)
+    official = np.arange(120) >= 100
+    dataset = ImageDataset(
+        np.zeros((120, 1, 1, 1)), labels, ["a", "b"], 1.0, official_test=official
+    )
+    cfg = {"val_fraction": 0.25, "split_seed": 0}
+    splits = dataset_splits(dataset, cfg)
+    np.testing.assert_array_equal(splits["test"], np.arange(100, 120))
+    assert len(splits["val"]) == 25 and len(splits["train"]) == 75  # val is 25% of the pool
+    small = dataset_splits(dataset, cfg | {"train_size": 40, "test_size": 10})
+    assert len(small["train"]) + len(small["val"]) == 40 and len(small["val"]) == 10
+    assert len(small["test"]) == 10 and (small["test"] >= 100).all()
+    assert (np.bincount(labels[small["test"]]) == [5, 5]).all()
 
 
 def test_load_digits_all_classes():

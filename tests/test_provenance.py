@@ -66,9 +66,9 @@ def test_closure_of_a_leaf_module_is_itself():
     assert module_closure("store") == ["store"]
 
 
-def test_config_and_models_share_only_the_architecture_table():
+def test_config_shares_only_its_light_tables_with_the_stages():
     # editing validation messages must not retrain models
-    assert module_closure("config") == ["architectures", "config"]
+    assert module_closure("config") == ["architectures", "config", "datafiles"]
     assert "config" not in module_closure("train")
 
 
@@ -91,6 +91,7 @@ def test_closure_recognises_every_import_form(package_copy):
     assert copy.module_closure("probe") == [
         "architectures",
         "config",
+        "datafiles",
         "metrics",
         "models",
         "probe",

@@ -246,6 +246,9 @@ def test_one_figure_builds_only_what_it_needs(tmp_path):
         ("experiment={'keep_fractions': [0.1], 'datasets': ['mnist'], 'models': "
          "['tiny_standard'], 'methods': ['gradient']}",
          "experiment.datasets[0] = 'mnist': not defined under `datasets`"),
+        ("datasets={'blockdigits': {'loader': 'blockmnist', 'root': '/nonexistent/mnist'}}",
+         "datasets.blockdigits.root = '/nonexistent/mnist': does not exist; dataset "
+         "'blockdigits' (mnist) needs train-images-idx3-ubyte"),
         ("models={'tiny_l2': {'architecture': 'mlp', 'training': {'mode': 'pgd', 'norm': 'l2', "
          "'eps': -1}}}",
          "models.tiny_l2.training.eps = -1: must be > 0"),

@@ -16,6 +16,7 @@ import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
 from .architectures import ARCHITECTURE_OPTIONS, feature_layers
+from .datafiles import DEFAULT_ROOTS, HOW_TO_OBTAIN, IDX_FILES, IDX_SOURCES, idx_problem
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Attribution methods (diffroar.saliency.METHODS has one function per name).
@@ -38,7 +39,7 @@ SEEDED_METHODS = ("random", *NOISE_METHODS)
 # Methods that never look at the model.
 CONTROL_METHODS = ("random", "sobel")
 # Loaders that build BlockMNIST-style datasets (signal block + null block): localization applies.
-BLOCK_LOADERS = ("blockdigits",)
+BLOCK_LOADERS = ("blockdigits", "blockmnist", "blockmnist_top", "blockfashion")
 
 
 class ConfigError(ValueError):
@@ -109,6 +110,34 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
         "pattern": f"must match {expected} (a letter, then letters, digits or _)",
     }.get(rule, error.message)
     return f"{key} = {value!r}: {allowed}"
+
+
+def _check_data_files(name: str, dataset: dict[str, Any]) -> None:
+    """Fill the default `root` of an IDX loader and stop when its files are not there."""
+    if dataset["loader"] not in IDX_SOURCES:
+        if "root" in dataset:
+            raise ConfigError(
+                f"config error: datasets.{name}.root = {dataset['root']!r}: not used by loader "
+                f"{dataset['loader']!r} (its images are bundled with scikit-learn)"
+            )
+        return
+    source = IDX_SOURCES[dataset["loader"]]
+    if source in DEFAULT_ROOTS:
+        dataset.setdefault("root", DEFAULT_ROOTS[source])
+    files = ", ".join(name for names in IDX_FILES.values() for name in names)
+    if "root" not in dataset:
+        raise ConfigError(
+            f"config error: datasets.{name}: missing required key 'root' (loader "
+            f"{dataset['loader']!r}), the folder with {source}'s IDX files {files} (plain or "
+            f".gz); to obtain them, {HOW_TO_OBTAIN[source]}"
+        )
+    problem = idx_problem(dataset["root"])
+    if problem:
+        raise ConfigError(
+            f"config error: datasets.{name}.root = {dataset['root']!r}: {problem}; dataset "
+            f"{name!r} ({source}) needs {files} there (plain or .gz); to obtain them, "
+            f"{HOW_TO_OBTAIN[source]}"
+        )
 
 
 def _check_architecture(name: str, model: dict[str, Any]) -> None:
@@ -223,7 +252,18 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
             "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
             "only 'logit' (Captum's DeepLift has no rule for the cross-entropy)"
         )
+    for name in experiment["datasets"]:
+        _check_data_files(name, config["datasets"][name])
     for name, dataset in config["datasets"].items():
+        if dataset["loader"] in IDX_SOURCES:
+            if "test_fraction" in dataset:
+                raise ConfigError(
+                    f"config error: datasets.{name}.test_fraction = {dataset['test_fraction']!r}: "
+                    f"not used by loader {dataset['loader']!r}, whose test split is the official "
+                    "one; `test_size` draws a subset of it"
+                )
+            continue
+        dataset.setdefault("test_fraction", 0.2)
         held_out = dataset["val_fraction"] + dataset["test_fraction"]
         if held_out >= 1:
             raise ConfigError(

@@ -8,12 +8,15 @@ normalisation statistics of the training split in that [0, 1] scale.
 
 from __future__ import annotations
 
+import gzip
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .datafiles import DEFAULT_ROOTS, IDX_FILES, IDX_SOURCES, find_idx, idx_problem
 from .runtime import log
 from .store import create_store, open_store, write_array
 
@@ -28,6 +31,8 @@ class ImageDataset:
     pixel_max: float
     per_image: dict[str, np.ndarray] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
+    # True for the images of an official test split (None: the dataset has none)
+    official_test: np.ndarray | None = None
 
 
 def load_digits(classes: list[int] | None = None) -> ImageDataset:
@@ -35,17 +40,101 @@ def load_digits(classes: list[int] | None = None) -> ImageDataset:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = bunch.images.astype(np.uint8)[:, None]  # values are integers 0..16
-    labels = bunch.target.astype(np.int64)
-    keep = list(range(10)) if classes is None else list(classes)
-    selected = np.isin(labels, keep)
-    remap = {digit: index for index, digit in enumerate(keep)}
-    return ImageDataset(
-        images=images[selected],
-        labels=np.array([remap[label] for label in labels[selected]], dtype=np.int64),
-        classes=[str(digit) for digit in keep],
+    dataset = ImageDataset(
+        images=bunch.images.astype(np.uint8)[:, None],  # values are integers 0..16
+        labels=bunch.target.astype(np.int64),
+        classes=[str(digit) for digit in range(10)],
         pixel_max=16.0,
         attributes={"source": "sklearn.datasets.load_digits (UCI optical digits, 8x8)"},
+    )
+    return select_classes(dataset, classes)
+
+
+def select_classes(dataset: ImageDataset, classes: list[int] | None) -> ImageDataset:
+    """The images of `classes` (indices into dataset.classes, all when None), relabelled
+    0..len(classes)-1 in the given order."""
+    if classes is None:
+        return dataset
+    selected = np.isin(dataset.labels, classes)
+    remap = np.full(len(dataset.classes), -1, dtype=np.int64)
+    remap[list(classes)] = np.arange(len(classes))
+    return ImageDataset(
+        images=dataset.images[selected],
+        labels=remap[dataset.labels[selected]],
+        classes=[dataset.classes[c] for c in classes],
+        pixel_max=dataset.pixel_max,
+        per_image={name: values[selected] for name, values in dataset.per_image.items()},
+        attributes=dataset.attributes,
+        official_test=None if dataset.official_test is None else dataset.official_test[selected],
+    )
+
+
+# IDX element types (third byte of the magic number) and their big-endian numpy dtypes.
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """The array in an IDX file (LeCun's MNIST format), plain or gzipped (by its .gz suffix)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: cannot read: {error}") from error
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (magic number {data[:4].hex() or 'missing'})")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: IDX header cut short")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(IDX_DTYPES[data[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: header says shape {shape} ({expected} bytes), the file holds "
+            f"{len(data) - header} bytes of data (truncated or corrupted)"
+        )
+    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def load_idx_collection(source: str, root: str | Path | None) -> ImageDataset:
+    """MNIST or Fashion-MNIST from the four IDX files in `root`: the official training images
+    followed by the official test images (flagged in `official_test`), uint8 (N, 1, 28, 28)."""
+    from torchvision.datasets import FashionMNIST
+
+    root = root or DEFAULT_ROOTS.get(source)
+    problem = idx_problem(root) if root else "is not set"
+    if problem:
+        raise FileNotFoundError(f"{source} data root {root!r} {problem}")
+    images, labels, test = [], [], []
+    for split, (image_file, label_file) in IDX_FILES.items():
+        split_images = read_idx(find_idx(root, image_file))
+        split_labels = read_idx(find_idx(root, label_file)).astype(np.int64)
+        if (
+            split_images.dtype != np.uint8
+            or split_images.ndim != 3
+            or len(split_images) != len(split_labels)
+        ):
+            raise ValueError(
+                f"{root}: {split} images {split_images.dtype} {split_images.shape} and labels "
+                f"{split_labels.shape} do not match (expected uint8 (N, H, W) and (N,))"
+            )
+        if split_labels.min() < 0 or split_labels.max() > 9:
+            raise ValueError(f"{root}: {split} labels outside 0..9")
+        images.append(split_images[:, None])
+        labels.append(split_labels)
+        test.append(np.full(len(split_labels), split == "test"))
+    names = {"mnist": [str(d) for d in range(10)], "fashion_mnist": list(FashionMNIST.classes)}
+    origin = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[source]
+    return ImageDataset(
+        images=np.concatenate(images),
+        labels=np.concatenate(labels),
+        classes=names[source],
+        pixel_max=255.0,
+        attributes={"source": f"{origin} IDX files in {Path(root).resolve()}"},
+        official_test=np.concatenate(test),
     )
 
 
@@ -65,10 +154,11 @@ NULL_PATCHES = {"square_outline": square_outline}
 
 
 def build_block_dataset(
-    digits: ImageDataset, seed: int, null_patch: str = "square_outline"
+    digits: ImageDataset, seed: int, null_patch: str = "square_outline", always_on_top=False
 ) -> ImageDataset:
     """BlockMNIST from any digit source: each image stacks the digit (signal block) and one fixed
-    class-independent patch (null block) vertically, the signal on top or at the bottom at random.
+    class-independent patch (null block) vertically, the signal on top or at the bottom at random
+    (always on top with `always_on_top`: the control without leakage).
 
     Returns images (N, C, 2H, W) and the per-image bool array `signal_on_top`.
     """
@@ -76,6 +166,8 @@ def build_block_dataset(
     patch = NULL_PATCHES[null_patch](height, width, digits.pixel_max, digits.images.dtype)
     null = np.broadcast_to(patch, (count, channels, height, width))
     signal_on_top = np.random.default_rng(seed).random(count) < 0.5
+    if always_on_top:
+        signal_on_top[:] = True
     on_top = signal_on_top[:, None, None, None]
     images = np.concatenate(
         [np.where(on_top, digits.images, null), np.where(on_top, null, digits.images)], axis=2
@@ -88,8 +180,14 @@ def build_block_dataset(
         per_image={"signal_on_top": signal_on_top},
         attributes={
             **digits.attributes,
-            "block": {"height": height, "layout": "vertical", "null_patch": null_patch},
+            "block": {
+                "height": height,
+                "layout": "vertical",
+                "null_patch": null_patch,
+                "signal": "always on top" if always_on_top else "on top or at the bottom at random",
+            },
         },
+        official_test=digits.official_test,
     )
 
 
@@ -98,39 +196,72 @@ def load_blockdigits(classes: list[int] | None, null_patch: str, seed: int) -> I
     return build_block_dataset(digits, seed=seed, null_patch=null_patch)
 
 
+def load_idx_dataset(cfg: dict[str, Any]) -> ImageDataset:
+    """An IDX-backed dataset as configured: its classes, as BlockMNIST for the block loaders."""
+    loader = cfg["loader"]
+    images = load_idx_collection(IDX_SOURCES[loader], cfg.get("root"))
+    if not loader.startswith("block"):
+        return select_classes(images, cfg.get("classes"))
+    images = select_classes(images, cfg.get("classes") or [0, 1])
+    return build_block_dataset(
+        images, cfg["split_seed"], cfg["null_patch"], always_on_top=loader == "blockmnist_top"
+    )
+
+
 LOADERS = {
     "digits": lambda cfg: load_digits(cfg.get("classes")),
     "blockdigits": lambda cfg: load_blockdigits(
         cfg.get("classes"), cfg["null_patch"], cfg["split_seed"]
     ),
+    **dict.fromkeys(IDX_SOURCES, load_idx_dataset),
 }
 
 
-def split_indices(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Stratified train / val / test indices (each sorted) with fractions of the whole dataset."""
+def _subset(indices: np.ndarray, labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """A stratified random subset of `size` of `indices` (all of them, unchanged, when size is
+    None or not smaller)."""
     from sklearn.model_selection import train_test_split
 
+    if size is None or size >= len(indices):
+        return indices
+    kept, _ = train_test_split(
+        indices, train_size=size, stratify=labels[indices], random_state=seed
+    )
+    return kept
+
+
+def dataset_splits(dataset: ImageDataset, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Sorted train / val / test indices, stratified and seeded by `split_seed`.
+
+    The test split is the official one when the dataset has it, else `test_fraction` of all
+    images. The rest is the pool of training images, subset to `train_size` when given; the
+    validation split is `val_fraction` of the whole dataset (fraction datasets) or of that pool
+    (official splits). `test_size` subsets the test split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels, seed = dataset.labels, cfg["split_seed"]
     everything = np.arange(len(labels))
-    rest, test = train_test_split(
-        everything, test_size=test_fraction, stratify=labels, random_state=seed
-    )
+    if dataset.official_test is None:
+        pool, test = train_test_split(
+            everything, test_size=cfg["test_fraction"], stratify=labels, random_state=seed
+        )
+        val_share = cfg["val_fraction"] / (1 - cfg["test_fraction"])
+    else:
+        pool, test = everything[~dataset.official_test], everything[dataset.official_test]
+        val_share = cfg["val_fraction"]
+    pool = _subset(pool, labels, cfg.get("train_size"), seed)
     train, val = train_test_split(
-        rest,
-        test_size=val_fraction / (1 - test_fraction),
-        stratify=labels[rest],
-        random_state=seed,
+        pool, test_size=val_share, stratify=labels[pool], random_state=seed
     )
+    test = _subset(test, labels, cfg.get("test_size"), seed)
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
 def prepare(name: str, cfg: dict[str, Any], out_path: str | Path) -> None:
     """Load dataset `name` as configured, split it and write the store at `out_path`."""
     dataset = LOADERS[cfg["loader"]](cfg)
-    splits = split_indices(
-        dataset.labels, cfg["val_fraction"], cfg["test_fraction"], cfg["split_seed"]
-    )
+    splits = dataset_splits(dataset, cfg)
     train = dataset.images[splits["train"]].astype(np.float64) / dataset.pixel_max
     attributes = {
         "dataset": name,
