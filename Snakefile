@@ -19,7 +19,12 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join([PACKAGE_ROOT, *filter(None, [os.getenv("PYTHONPATH")])])
 )
 
-from diffroar.config import ConfigError, validate_config
+from diffroar.config import (
+    ConfigError,
+    ensure_data_files,
+    missing_data_files,
+    validate_config,
+)
 
 
 configfile: Path(workflow.basedir) / "config.yaml"
@@ -29,6 +34,10 @@ try:
     validate_config(config)
 except ConfigError as error:
     sys.exit(str(error))
+# Data files are checked (and downloaded) only before a run that builds a dataset store, so a dry
+# run works without them; it notes what is missing.
+for note in missing_data_files(config):
+    print(note, file=sys.stderr)
 
 
 report: "workflow/report/workflow.rst"
@@ -44,6 +53,13 @@ include: "rules/noretrain.smk"
 include: "rules/metrics.smk"
 include: "rules/localization.smk"
 include: "rules/figures.smk"
+
+
+onstart:
+    try:
+        ensure_data_files(config, data_jobs_datasets(workflow.dag))
+    except ConfigError as error:
+        sys.exit(str(error))
 
 
 rule all:

@@ -1,5 +1,5 @@
 # Paths, targets and per-rule params. Rules hold wiring only; the work is in workflow/diffroar.
-from diffroar.config import BLOCK_LOADERS, format_k, method_settings
+from diffroar.config import BLOCK_LOADERS, experiment_models, format_k, method_settings
 from diffroar.provenance import code_fingerprint, config_fingerprint
 
 EXPERIMENT = config["experiment"]
@@ -36,6 +36,39 @@ def block_datasets():
     ]
 
 
+def models_of(dataset):
+    """The models trained on `dataset` (a name or a wildcards object)."""
+    return experiment_models(EXPERIMENT, getattr(dataset, "dataset", dataset))
+
+
+def dataset_config(wildcards):
+    """A dataset's config without `download`, which changes how files arrive, not the data."""
+    dataset = config["datasets"][wildcards.dataset]
+    return {key: value for key, value in dataset.items() if key != "download"}
+
+
+def rule_threads(rule, default=1):
+    """Threads of `rule`'s jobs: `resources.<rule>.threads`, else `default`."""
+    return config["resources"].get(rule, {}).get("threads", default)
+
+
+def rule_resources(rule):
+    """The scheduler resources `resources.<rule>` asks for (gpu, mem_mb, runtime)."""
+    wanted = config["resources"].get(rule, {})
+    return {key: value for key, value in wanted.items() if key != "threads"}
+
+
+def data_jobs_datasets(dag):
+    """Datasets whose store the jobs to run in `dag` build (their files must be there)."""
+    return sorted(
+        {
+            job.wildcards["dataset"]
+            for job in dag.needrun_jobs()
+            if job.rule.name == "data"
+        }
+    )
+
+
 def figure_targets():
     """Every figure of the experiment."""
     figures = expand(
@@ -64,7 +97,7 @@ def retrain_metrics(wildcards):
     return expand(
         f"{RETRAIN_DIR}/metrics.json",
         dataset=wildcards.dataset,
-        model=EXPERIMENT["models"],
+        model=models_of(wildcards),
         seed=EXPERIMENT["base_seeds"],
         method=EXPERIMENT["methods"],
         imputation=EXPERIMENT["imputations"],
@@ -93,7 +126,7 @@ def noretrain_tables(dataset):
     return expand(
         NORETRAIN,
         dataset=getattr(dataset, "dataset", dataset),
-        model=EXPERIMENT["models"],
+        model=models_of(dataset),
         seed=EXPERIMENT["base_seeds"],
     )
 
@@ -117,7 +150,7 @@ def gallery_saliency(wildcards):
     return expand(
         SALIENCY,
         dataset=wildcards.dataset,
-        model=EXPERIMENT["models"],
+        model=models_of(wildcards),
         seed=EXPERIMENT["base_seeds"][0],
         method=EXPERIMENT["methods"],
     )
@@ -127,7 +160,7 @@ def localization_saliency(wildcards):
     return expand(
         SALIENCY,
         dataset=wildcards.dataset,
-        model=EXPERIMENT["models"],
+        model=models_of(wildcards),
         seed=EXPERIMENT["base_seeds"],
         method=EXPERIMENT["methods"],
     )
@@ -172,7 +205,7 @@ def masking_settings(wildcards):
 def train_fingerprint(wildcards):
     """Fingerprint of everything in the config that a base model depends on."""
     return config_fingerprint(
-        config["datasets"][wildcards.dataset],
+        dataset_config(wildcards),
         base_model(wildcards),
         config["training"],
         int(wildcards.seed),

@@ -5,8 +5,11 @@ rule data:
         "results/logs/data/{dataset}.log",
     conda:
         "../envs/diffroar.yaml"
+    threads: rule_threads("data")
+    resources:
+        **rule_resources("data"),
     params:
-        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
+        dataset=dataset_config,
         code=code_fingerprint("data"),
     script:
         "../workflow/scripts/data.py"

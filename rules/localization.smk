@@ -8,6 +8,9 @@ rule localization:
         "results/logs/localization/{dataset}.log",
     conda:
         "../envs/diffroar.yaml"
+    threads: rule_threads("localization")
+    resources:
+        **rule_resources("localization"),
     params:
         keep_fractions=EXPERIMENT["keep_fractions"],
         tiebreak_seed=config["masking"]["tiebreak_seed"],

@@ -8,6 +8,9 @@ rule mask:
         "results/logs/mask/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}.log",
     conda:
         "../envs/diffroar.yaml"
+    threads: rule_threads("mask")
+    resources:
+        **rule_resources("mask"),
     params:
         settings=masking_settings,
         code=code_fingerprint("mask"),

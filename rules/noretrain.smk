@@ -9,6 +9,9 @@ rule noretrain:
         "results/logs/noretrain/{dataset}/{model}/seed{seed}.log",
     conda:
         "../envs/diffroar.yaml"
+    threads: rule_threads("noretrain")
+    resources:
+        **rule_resources("noretrain"),
     params:
         model=base_model,
         fingerprint=train_fingerprint,

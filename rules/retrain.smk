@@ -10,6 +10,9 @@ rule retrain:
         "results/benchmarks/retrain/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}/retrain{rseed}.tsv"
     conda:
         "../envs/diffroar.yaml"
+    threads: rule_threads("retrain")
+    resources:
+        **rule_resources("retrain"),
     params:
         base_model=base_model,
         model=retrain_model,

@@ -10,7 +10,9 @@ rule saliency:
         "results/benchmarks/saliency/{dataset}/{model}/seed{seed}/{method}.tsv"
     conda:
         "../envs/diffroar.yaml"
-    threads: 2
+    threads: rule_threads("saliency", 2)
+    resources:
+        **rule_resources("saliency"),
     params:
         settings=attribution_settings,
         code=code_fingerprint("saliency"),

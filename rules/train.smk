@@ -10,7 +10,9 @@ rule train:
         f"results/benchmarks/train/{{dataset}}/{{model}}/seed{{seed}}.tsv"
     conda:
         "../envs/diffroar.yaml"
-    threads: 2
+    threads: rule_threads("train", 2)
+    resources:
+        **rule_resources("train"),
     params:
         model=base_model,
         training=config["training"],

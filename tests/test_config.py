@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from diffroar import config as config_module
-from diffroar.config import ConfigError, format_k, validate_config
+from diffroar.config import ConfigError, experiment_models, format_k, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -340,6 +340,31 @@ BAD_CONFIGS = [
         _delete("models"),
         ["'models'", "missing"],
     ),
+    (
+        "models of a dataset outside the experiment",
+        _set("experiment", "models", {"digits": ["mlp_standard"], "mnist": ["mlp_linf"]}),
+        ["experiment.models.mnist", "['mlp_linf']", "not in experiment.datasets"],
+    ),
+    (
+        "a dataset without models",
+        _set("experiment", "models", {"digits": ["mlp_standard"]}),
+        ["experiment.models", "no models for dataset 'blockdigits'"],
+    ),
+    (
+        "an undefined model of one dataset",
+        _set("experiment", "models", {"digits": ["mlp_l2"], "blockdigits": ["mlp_linf"]}),
+        ["experiment.models.digits[0]", "'mlp_l2'", "not defined", "mlp_linf, mlp_standard"],
+    ),
+    (
+        "resources of an unknown rule",
+        _set("resources", {"training": {"gpu": 1}}),
+        ["resources.training", "unknown key", "data, localization, mask"],
+    ),
+    (
+        "a negative gpu count",
+        _set("resources", {"train": {"gpu": -1}}),
+        ["resources.train.gpu", "-1", ">= 0"],
+    ),
 ]
 
 
@@ -497,6 +522,25 @@ def test_numeric_text_becomes_numbers_as_from_snakemake_config():
     assert config["experiment"]["keep_fractions"] == [0.1, 0.5]
     assert config["training"]["epochs"] == 3
     assert isinstance(config["training"]["epochs"], int)
+
+
+def test_boolean_text_becomes_booleans_as_from_snakemake_config():
+    config = default_config()
+    config["datasets"]["mnist"] = {"loader": "mnist", "root": "/data/mnist", "download": "True"}
+    assert validate_config(config)["datasets"]["mnist"]["download"] is True
+
+
+def test_models_per_dataset():
+    config = default_config()
+    config["experiment"]["models"] = {
+        "digits": ["mlp_linf", "mlp_standard"],
+        "blockdigits": ["mlp_standard"],
+    }
+    experiment = validate_config(config)["experiment"]
+    assert experiment_models(experiment, "blockdigits") == ["mlp_standard"]
+    assert experiment_models(experiment) == ["mlp_linf", "mlp_standard"]
+    default = validate_config(default_config())["experiment"]
+    assert experiment_models(default, "blockdigits") == experiment_models(default)
 
 
 def test_reordered_keys_give_identical_config():

@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from diffroar.config import ConfigError, validate_config
+from diffroar.config import (
+    ConfigError,
+    ensure_data_files,
+    missing_data_files,
+    validate_config,
+)
 from diffroar.data import load_idx_collection, prepare, read_attributes, read_idx
-from diffroar.datafiles import DEFAULT_ROOTS, IDX_FILES
+from diffroar.datafiles import IDX_FILES, SOURCES
 from diffroar.store import SPLITS, read_split
 from workflow_helpers import copy_workflow, set_config, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = SOURCES["fashion_mnist"].default_root
 TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
 
 
@@ -147,33 +153,51 @@ def test_config_accepts_a_folder_with_the_files(tmp_path):
     assert config["datasets"]["digits"]["test_fraction"] == 0.2
 
 
+def test_a_root_is_required_where_there_is_no_default():
+    with pytest.raises(ConfigError) as raised:
+        validate_config(_config({"loader": "mnist"}))
+    message = str(raised.value)
+    assert message.startswith("config error: datasets.real: missing required key 'root'")
+    assert "ossci-datasets" in message and "download: true" in message
+
+
 @pytest.mark.parametrize(
     ("make", "fragments"),
     [
-        (lambda root: None, ["missing required key 'root'", "ossci-datasets"]),
         (lambda root: root / "nowhere", ["nowhere", "does not exist", "train-images-idx3-ubyte"]),
         (lambda root: write_idx(root / "file", np.zeros(3, np.uint8)), ["is a file, not a folder"]),
-        (lambda root: root, ["lacks train-images-idx3-ubyte, train-labels-idx1-ubyte"]),
+        (lambda root: root, ["lacks train-images-idx3-ubyte, train-labels", "MNIST/raw"]),
     ],
 )
-def test_config_stops_when_the_files_are_not_there(tmp_path, make, fragments):
-    root = make(tmp_path)
-    dataset = {"loader": "mnist"} | ({} if root is None else {"root": str(root)})
+def test_a_run_stops_when_the_files_are_not_there(tmp_path, make, fragments):
+    config = validate_config(_config({"loader": "mnist", "root": str(make(tmp_path))}))
+    (note,) = missing_data_files(config)  # validation passes: a dry run needs no data
+    assert note.startswith("note: dataset 'real'") and note.endswith("first stops")
     with pytest.raises(ConfigError) as raised:
-        validate_config(_config(dataset))
+        ensure_data_files(config, ["real"])
     message = str(raised.value)
-    assert message.startswith("config error: datasets.real") and "\n" not in message
-    for fragment in fragments:
+    assert message.startswith("config error: datasets.real.root") and "\n" not in message
+    for fragment in [*fragments, "ossci-datasets", "download: true"]:
         assert fragment in message, (fragment, message)
 
 
-def test_fashion_mnist_defaults_to_debians_folder(tmp_path):
-    config = _config({"loader": "fashion_mnist"})
-    if Path(DEFAULT_ROOTS["fashion_mnist"]).is_dir():
-        assert validate_config(config)["datasets"]["real"]["root"] == DEFAULT_ROOTS["fashion_mnist"]
+def test_files_where_torchvisions_downloader_puts_them_are_found(tmp_path):
+    arrays = write_collection(tmp_path / "MNIST" / "raw", gzipped=False)
+    config = validate_config(_config({"loader": "mnist", "root": str(tmp_path)}))
+    assert missing_data_files(config) == []
+    ensure_data_files(config, ["real"])
+    loaded = load_idx_collection("mnist", tmp_path)
+    np.testing.assert_array_equal(loaded.images[:120, 0], arrays["train"][0])
+
+
+def test_fashion_mnist_defaults_to_debians_folder():
+    config = validate_config(_config({"loader": "fashion_mnist"}))
+    assert config["datasets"]["real"]["root"] == DEFAULT_ROOT
+    if Path(DEFAULT_ROOT).is_dir():
+        ensure_data_files(config, ["real"])
     else:
         with pytest.raises(ConfigError, match="apt-get install dataset-fashion-mnist"):
-            validate_config(config)
+            ensure_data_files(config, ["real"])
 
 
 @pytest.mark.parametrize(

@@ -10,17 +10,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from diffroar.data import read_attributes
-from diffroar.datafiles import DEFAULT_ROOTS, idx_problem
+from diffroar.datafiles import SOURCES, files_problem
 from workflow_helpers import copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 
-ROOT = DEFAULT_ROOTS["fashion_mnist"]
+SOURCE = SOURCES["fashion_mnist"]
+ROOT = SOURCE.default_root
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    problem = idx_problem(ROOT)
+    problem = files_problem(SOURCE, ROOT)
     if problem:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{ROOT} {problem}: .ci/run installs dataset-fashion-mnist")

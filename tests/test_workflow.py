@@ -230,6 +230,24 @@ def test_one_figure_builds_only_what_it_needs(tmp_path):
         assert "rule noretrain" not in result.stdout
 
 
+def test_a_figure_rebuilds_without_the_files_of_other_datasets(copy_of_finished):
+    # the run checks the files of the datasets whose stores it builds, not of every dataset
+    set_config(
+        copy_of_finished,
+        datasets={"cifar": {"loader": "cifar10", "root": "data/cifar10"}},
+        experiment={"datasets": ["blockdigits", "cifar"]},
+    )
+    before = tree_digest(copy_of_finished / "results")
+    result = snakemake(copy_of_finished, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert "config error: datasets.cifar.root = 'data/cifar10': does not exist" in result.stderr
+    assert tree_digest(copy_of_finished / "results") == before
+    figure = copy_of_finished / "results" / "figures" / "methods-blockdigits.png"
+    figure.unlink()
+    snakemake(copy_of_finished, "--cores", "1", "figure_methods_blockdigits")
+    assert figure.stat().st_size > 10_000
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -248,7 +266,10 @@ def test_one_figure_builds_only_what_it_needs(tmp_path):
          "experiment.datasets[0] = 'mnist': not defined under `datasets`"),
         ("datasets={'blockdigits': {'loader': 'blockmnist', 'root': '/nonexistent/mnist'}}",
          "datasets.blockdigits.root = '/nonexistent/mnist': does not exist; dataset "
-         "'blockdigits' (mnist) needs train-images-idx3-ubyte"),
+         "'blockdigits' needs mnist's files train-images-idx3-ubyte"),
+        ("datasets={'blockdigits': {'loader': 'svhn', 'root': 'data/svhn', 'download': True}}",
+         "datasets.blockdigits.download = true: torchvision could not download svhn into "
+         "'data/svhn'"),
         ("models={'tiny_l2': {'architecture': 'mlp', 'training': {'mode': 'pgd', 'norm': 'l2', "
          "'eps': -1}}}",
          "models.tiny_l2.training.eps = -1: must be > 0"),

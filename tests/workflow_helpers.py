@@ -48,7 +48,11 @@ def snakemake(
 def planned_jobs(workdir: Path, *args: str, config: str | None = "tiny.yaml") -> dict[str, int]:
     """Rule -> number of jobs that `snakemake -n ARGS` would run ({} when nothing to do)."""
     result = snakemake(workdir, "--dry-run", *args, config=config)
-    text = result.stdout + result.stderr
+    return job_counts(result.stdout + result.stderr)
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """Rule -> number of jobs in the "Job stats" table of Snakemake's output `text`."""
     if "Nothing to be done" in text:
         return {}
     table = text.split("Job stats:", 1)[1]

@@ -16,7 +16,14 @@ import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
 from .architectures import ARCHITECTURE_OPTIONS, feature_layers
-from .datafiles import DEFAULT_ROOTS, HOW_TO_OBTAIN, IDX_FILES, IDX_SOURCES, idx_problem
+from .datafiles import (
+    LOADER_SOURCES,
+    SOURCES,
+    class_folders,
+    download,
+    expected_files,
+    files_problem,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Attribution methods (diffroar.saliency.METHODS has one function per name).
@@ -112,32 +119,119 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
     return f"{key} = {value!r}: {allowed}"
 
 
-def _check_data_files(name: str, dataset: dict[str, Any]) -> None:
-    """Fill the default `root` of an IDX loader and stop when its files are not there."""
-    if dataset["loader"] not in IDX_SOURCES:
-        if "root" in dataset:
+def _check_dataset(name: str, dataset: dict[str, Any]) -> None:
+    """Fill a file-backed loader's default `root` and refuse keys its loader does not use."""
+    loader = dataset["loader"]
+    source = SOURCES.get(LOADER_SOURCES.get(loader))
+    unused = {
+        "root": source is None,
+        "download": source is None or source.downloader is None,
+        "image_size": loader != "imagefolder",
+        "test_fraction": source is not None,
+    }
+    for key, refused in unused.items():
+        if refused and key in dataset:
+            bundled = "its images are bundled with scikit-learn"
+            why = {
+                "root": bundled,
+                "download": f"nothing to download: {source.how_to_obtain}" if source else bundled,
+                "image_size": "only imagefolder resizes",
+                "test_fraction": "its test split is the official one; `test_size` draws a "
+                "subset of it",
+            }[key]
             raise ConfigError(
-                f"config error: datasets.{name}.root = {dataset['root']!r}: not used by loader "
-                f"{dataset['loader']!r} (its images are bundled with scikit-learn)"
+                f"config error: datasets.{name}.{key} = {dataset[key]!r}: not used by loader "
+                f"{loader!r} ({why})"
+            )
+    if loader == "imagefolder" and "image_size" not in dataset:
+        raise ConfigError(
+            f"config error: datasets.{name}: missing required key 'image_size' (loader "
+            "'imagefolder'), the side in pixels the images are resized and cropped to"
+        )
+    if source is None:
+        dataset.setdefault("test_fraction", 0.2)
+        held_out = dataset["val_fraction"] + dataset["test_fraction"]
+        if held_out >= 1:
+            raise ConfigError(
+                f"config error: datasets.{name}.val_fraction + test_fraction = {held_out:g}: "
+                "must be < 1 so that training images remain"
             )
         return
-    source = IDX_SOURCES[dataset["loader"]]
-    if source in DEFAULT_ROOTS:
-        dataset.setdefault("root", DEFAULT_ROOTS[source])
-    files = ", ".join(name for names in IDX_FILES.values() for name in names)
+    if source.default_root:
+        dataset.setdefault("root", source.default_root)
     if "root" not in dataset:
         raise ConfigError(
-            f"config error: datasets.{name}: missing required key 'root' (loader "
-            f"{dataset['loader']!r}), the folder with {source}'s IDX files {files} (plain or "
-            f".gz); to obtain them, {HOW_TO_OBTAIN[source]}"
+            f"config error: datasets.{name}: missing required key 'root' (loader {loader!r}), "
+            f"the folder with {_obtaining(source)}"
         )
-    problem = idx_problem(dataset["root"])
-    if problem:
-        raise ConfigError(
-            f"config error: datasets.{name}.root = {dataset['root']!r}: {problem}; dataset "
-            f"{name!r} ({source}) needs {files} there (plain or .gz); to obtain them, "
-            f"{HOW_TO_OBTAIN[source]}"
-        )
+    if loader != "imagefolder":
+        for index, value in enumerate(dataset.get("classes", [])):
+            if value > 9:
+                raise ConfigError(
+                    f"config error: datasets.{name}.classes[{index}] = {value}: must be <= 9 "
+                    f"(loader {loader!r} has the 10 classes 0..9)"
+                )
+
+
+def _obtaining(source, offer_download: bool = True) -> str:
+    """`source`'s files and how to obtain them, for messages."""
+    hint = source.how_to_obtain
+    if source.downloader and offer_download:
+        hint = f"set `download: true` (torchvision's downloader, needs a network) or {hint}"
+    return f"{source.name}'s {expected_files(source)}; to obtain them, {hint}"
+
+
+def ensure_data_files(config: dict[str, Any], names) -> None:
+    """Make sure the files of datasets `names` are there, downloading them where the config says
+    `download: true`; raise ConfigError naming the dataset, the folder, the expected files and
+    how to obtain them. Called before any job of a run that builds those datasets' stores."""
+    for name in names:
+        dataset = config["datasets"][name]
+        source = SOURCES.get(LOADER_SOURCES.get(dataset["loader"]))
+        if source is None:
+            continue
+        root = dataset["root"]
+        problem = files_problem(source, root)
+        if problem and dataset.get("download"):
+            try:
+                download(source, root)
+            except Exception as error:  # noqa: BLE001 - any failure ends in the same message
+                raise ConfigError(
+                    f"config error: datasets.{name}.download = true: torchvision could not "
+                    f"download {source.name} into {root!r} ({type(error).__name__}: {error}); "
+                    f"without a network, put there {_obtaining(source, offer_download=False)}"
+                ) from error
+            problem = files_problem(source, root)
+        if problem:
+            raise ConfigError(
+                f"config error: datasets.{name}.root = {root!r}: {problem}; dataset {name!r} "
+                f"needs {_obtaining(source)}"
+            )
+        if source.name != "imagefolder":
+            continue  # the others' 10 classes were checked with the config
+        classes = len(class_folders(Path(root) / "train"))
+        for index, value in enumerate(dataset.get("classes", [])):
+            if value >= classes:
+                raise ConfigError(
+                    f"config error: datasets.{name}.classes[{index}] = {value}: must be < "
+                    f"{classes}, the number of class folders in {root}/train"
+                )
+
+
+def missing_data_files(config: dict[str, Any]) -> list[str]:
+    """One line per dataset of the experiment whose files are not (yet) in place."""
+    notes = []
+    for name in config["experiment"]["datasets"]:
+        dataset = config["datasets"][name]
+        source = SOURCES.get(LOADER_SOURCES.get(dataset["loader"]))
+        problem = source and files_problem(source, dataset["root"])
+        if problem:
+            then = "downloads them" if dataset.get("download") else "stops"
+            notes.append(
+                f"note: dataset {name!r}: {dataset['root']} {problem}; a run that builds its "
+                f"store first {then}"
+            )
+    return notes
 
 
 def _check_architecture(name: str, model: dict[str, Any]) -> None:
@@ -162,6 +256,30 @@ def _check_architecture(name: str, model: dict[str, Any]) -> None:
         )
     if layers:
         model.setdefault("gradcam_layer", layers[-1])
+
+
+def _check_names(config: dict[str, Any], section: str, names: list[str], key: str) -> None:
+    for index, name in enumerate(names):
+        if name not in config[section]:
+            defined = ", ".join(sorted(config[section]))
+            raise ConfigError(
+                f"config error: {key}[{index}] = {name!r}: not defined under `{section}`; "
+                f"defined: {defined}"
+            )
+
+
+def experiment_models(experiment: dict[str, Any], dataset: str | None = None) -> list[str]:
+    """The models trained on `dataset` (`experiment.models` is one list for all datasets or a
+    list per dataset); with no dataset, every model of the experiment, in order of appearance
+    (datasets in their experiment order)."""
+    models = experiment["models"]
+    if not isinstance(models, dict):
+        return list(models)
+    if dataset is not None:
+        return list(models[dataset])
+    return list(
+        dict.fromkeys(name for dataset in experiment["datasets"] for name in models[dataset])
+    )
 
 
 def method_settings(
@@ -192,15 +310,18 @@ def format_k(keep_fraction: float) -> str:
     return f"{float(keep_fraction):g}"
 
 
+BOOLEANS = {"true": True, "True": True, "false": False, "False": False}
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _canonical(value: Any) -> Any:
-    """`value` with dict keys sorted and numeric strings turned into numbers, recursively.
+    """`value` with dict keys sorted and numeric and boolean strings turned into numbers and
+    booleans, recursively.
 
     Snakemake parses nested `--config` values as text (`experiment={keep_fractions: [0.1]}` gives
-    '0.1'; no name or enum of the schema looks like a number, so converting is safe), and it
-    compares dict params in key order (sorted keys make a reordered config file rerun nothing).
+    '0.1', `{download: True}` 'True'; no name or enum of the schema looks like a number or a
+    boolean, so converting is safe), and it compares dict params in key order (sorted keys make a
+    reordered config file rerun nothing).
     """
     if isinstance(value, dict):
         return {key: _canonical(value[key]) for key in sorted(value)}
@@ -208,7 +329,7 @@ def _canonical(value: Any) -> Any:
         return [_canonical(item) for item in value]
     if isinstance(value, str) and NUMBER.fullmatch(value):
         return float(value) if any(c in value for c in ".eE") else int(value)
-    return value
+    return BOOLEANS.get(value, value) if isinstance(value, str) else value
 
 
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -222,14 +343,24 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
         raise ConfigError(f"config error: {_describe(error, schema)}")
 
     experiment = config["experiment"]
-    for section in ("datasets", "models"):
-        for index, name in enumerate(experiment[section]):
-            if name not in config[section]:
-                defined = ", ".join(sorted(config[section]))
+    _check_names(config, "datasets", experiment["datasets"], "experiment.datasets")
+    models = experiment["models"]
+    if isinstance(models, dict):
+        for dataset, names in models.items():
+            if dataset not in experiment["datasets"]:
                 raise ConfigError(
-                    f"config error: experiment.{section}[{index}] = {name!r}: not defined under "
-                    f"`{section}`; defined: {defined}"
+                    f"config error: experiment.models.{dataset} = {names!r}: {dataset!r} is not "
+                    f"in experiment.datasets ({', '.join(experiment['datasets'])})"
                 )
+            _check_names(config, "models", names, f"experiment.models.{dataset}")
+        for dataset in experiment["datasets"]:
+            if dataset not in models:
+                raise ConfigError(
+                    f"config error: experiment.models: no models for dataset {dataset!r}; give "
+                    "every dataset of experiment.datasets its list, or one list for all"
+                )
+    else:
+        _check_names(config, "models", models, "experiment.models")
     retrain_model = config["retraining"].get("model")
     if retrain_model is not None and retrain_model not in config["models"]:
         raise ConfigError(
@@ -239,7 +370,7 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     for name, model in config["models"].items():
         _check_architecture(name, model)
     if "gradcam" in experiment["methods"]:
-        for name in experiment["models"]:
+        for name in experiment_models(experiment):
             if not feature_layers(config["models"][name]):
                 architecture = config["models"][name]["architecture"]
                 raise ConfigError(
@@ -252,24 +383,8 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
             "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
             "only 'logit' (Captum's DeepLift has no rule for the cross-entropy)"
         )
-    for name in experiment["datasets"]:
-        _check_data_files(name, config["datasets"][name])
     for name, dataset in config["datasets"].items():
-        if dataset["loader"] in IDX_SOURCES:
-            if "test_fraction" in dataset:
-                raise ConfigError(
-                    f"config error: datasets.{name}.test_fraction = {dataset['test_fraction']!r}: "
-                    f"not used by loader {dataset['loader']!r}, whose test split is the official "
-                    "one; `test_size` draws a subset of it"
-                )
-            continue
-        dataset.setdefault("test_fraction", 0.2)
-        held_out = dataset["val_fraction"] + dataset["test_fraction"]
-        if held_out >= 1:
-            raise ConfigError(
-                f"config error: datasets.{name}.val_fraction + test_fraction = {held_out:g}: "
-                "must be < 1 so that training images remain"
-            )
+        _check_dataset(name, dataset)
     texts = [format_k(k) for k in experiment["keep_fractions"]]
     for index, text in enumerate(texts):
         if texts.index(text) != index:

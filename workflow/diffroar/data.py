@@ -16,7 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from .datafiles import DEFAULT_ROOTS, IDX_FILES, IDX_SOURCES, find_idx, idx_problem
+from .datafiles import (
+    CIFAR10_FILES,
+    IDX_FILES,
+    IMAGEFOLDER_SPLITS,
+    LOADER_SOURCES,
+    SOURCES,
+    SVHN_FILES,
+    class_folders,
+    data_folder,
+    expected_files,
+    files_problem,
+    find_file,
+)
 from .runtime import log
 from .store import create_store, open_store, write_array
 
@@ -99,30 +111,39 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def source_folder(source: str, root: str | Path | None) -> Path:
+    """The folder with the files of `source` (root or its download folder); raises
+    FileNotFoundError naming what is missing (the Snakefile checks this before any job)."""
+    spec = SOURCES[source]
+    root = root or spec.default_root
+    problem = files_problem(spec, root) if root else "is not set"
+    if problem:
+        raise FileNotFoundError(
+            f"{source} data root {str(root)!r} {problem}; expected {expected_files(spec)}"
+        )
+    return data_folder(spec, root)
+
+
 def load_idx_collection(source: str, root: str | Path | None) -> ImageDataset:
     """MNIST or Fashion-MNIST from the four IDX files in `root`: the official training images
     followed by the official test images (flagged in `official_test`), uint8 (N, 1, 28, 28)."""
     from torchvision.datasets import FashionMNIST
 
-    root = root or DEFAULT_ROOTS.get(source)
-    problem = idx_problem(root) if root else "is not set"
-    if problem:
-        raise FileNotFoundError(f"{source} data root {root!r} {problem}")
+    folder = source_folder(source, root)
     images, labels, test = [], [], []
     for split, (image_file, label_file) in IDX_FILES.items():
-        split_images = read_idx(find_idx(root, image_file))
-        split_labels = read_idx(find_idx(root, label_file)).astype(np.int64)
+        split_images = read_idx(find_file(folder, image_file))
+        split_labels = read_idx(find_file(folder, label_file)).astype(np.int64)
         if (
             split_images.dtype != np.uint8
             or split_images.ndim != 3
             or len(split_images) != len(split_labels)
         ):
             raise ValueError(
-                f"{root}: {split} images {split_images.dtype} {split_images.shape} and labels "
+                f"{folder}: {split} images {split_images.dtype} {split_images.shape} and labels "
                 f"{split_labels.shape} do not match (expected uint8 (N, H, W) and (N,))"
             )
-        if split_labels.min() < 0 or split_labels.max() > 9:
-            raise ValueError(f"{root}: {split} labels outside 0..9")
+        _check_labels(folder, split, split_labels, 10)
         images.append(split_images[:, None])
         labels.append(split_labels)
         test.append(np.full(len(split_labels), split == "test"))
@@ -133,8 +154,122 @@ def load_idx_collection(source: str, root: str | Path | None) -> ImageDataset:
         labels=np.concatenate(labels),
         classes=names[source],
         pixel_max=255.0,
-        attributes={"source": f"{origin} IDX files in {Path(root).resolve()}"},
+        attributes={"source": f"{origin} IDX files in {folder.resolve()}"},
         official_test=np.concatenate(test),
+    )
+
+
+def _check_labels(where, split: str, labels: np.ndarray, classes: int) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"{where}: {split} labels outside 0..{classes - 1}")
+
+
+def _official_splits(
+    parts: list[tuple[np.ndarray, np.ndarray]], classes, source: str
+) -> ImageDataset:
+    """One dataset from the (images, labels) of the official train and test splits, in order."""
+    (train_images, train_labels), (test_images, test_labels) = parts
+    return ImageDataset(
+        images=np.concatenate([train_images, test_images]),
+        labels=np.concatenate([train_labels, test_labels]).astype(np.int64),
+        classes=list(classes),
+        pixel_max=255.0,
+        attributes={"source": source},
+        official_test=np.repeat([False, True], [len(train_labels), len(test_labels)]),
+    )
+
+
+def load_cifar10(root: str | Path | None) -> ImageDataset:
+    """CIFAR-10 from its python batches (data_batch_1..5, test_batch, batches.meta: pickled dicts
+    with `data` (N, 3072) uint8 rows in channel-major order and `labels`), uint8 (N, 3, 32, 32)."""
+    import pickle
+
+    folder = source_folder("cifar10", root)
+
+    def unpickle(name: str, keys: tuple[str, ...]) -> dict:
+        try:
+            with open(folder / name, "rb") as handle:
+                content = pickle.load(handle, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, ValueError) as error:
+            raise ValueError(f"{folder / name}: not a CIFAR-10 python batch ({error})") from error
+        if not isinstance(content, dict) or not set(keys) <= set(content):
+            raise ValueError(
+                f"{folder / name}: not a CIFAR-10 python batch (expected a dict with the keys "
+                f"{', '.join(keys)})"
+            )
+        return content
+
+    parts = []
+    for split, names in (("train", CIFAR10_FILES[:5]), ("test", CIFAR10_FILES[5:6])):
+        batches = [unpickle(name, ("data", "labels")) for name in names]
+        images = np.concatenate([np.asarray(b["data"], np.uint8) for b in batches])
+        labels = np.concatenate([np.asarray(b["labels"], np.int64) for b in batches])
+        if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(images) != len(labels):
+            raise ValueError(
+                f"{folder}: {split} batches hold data {images.shape} and labels "
+                f"{labels.shape}; expected (N, 3072) and (N,)"
+            )
+        _check_labels(folder, split, labels, 10)
+        parts.append((images.reshape(-1, 3, 32, 32), labels))
+    classes = unpickle(CIFAR10_FILES[6], ("label_names",))["label_names"]
+    return _official_splits(parts, classes, f"CIFAR-10 python batches in {folder.resolve()}")
+
+
+def load_svhn(root: str | Path | None) -> ImageDataset:
+    """SVHN's cropped digits from train_32x32.mat and test_32x32.mat (MATLAB files with `X`
+    (32, 32, 3, N) uint8 and `y` (N, 1) in 1..10, 10 standing for the digit 0), uint8
+    (N, 3, 32, 32) with labels 0..9."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    folder = source_folder("svhn", root)
+    parts = []
+    for split, name in zip(("train", "test"), SVHN_FILES, strict=True):
+        try:
+            mat = loadmat(folder / name)
+            images, labels = mat["X"], mat["y"].reshape(-1).astype(np.int64)
+        except (ValueError, KeyError, OSError, IndexError, MatReadError) as error:
+            raise ValueError(f"{folder / name}: not an SVHN .mat file ({error})") from error
+        if images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != len(labels):
+            raise ValueError(
+                f"{folder / name}: X {images.shape} and y {labels.shape}; expected "
+                "(H, W, 3, N) and (N, 1)"
+            )
+        _check_labels(folder / name, split, labels - 1, 10)
+        parts.append((np.ascontiguousarray(images.transpose(3, 2, 0, 1)), labels % 10))
+    return _official_splits(
+        parts, [str(d) for d in range(10)], f"SVHN cropped digits in {folder.resolve()}"
+    )
+
+
+def load_imagefolder(root: str | Path | None, image_size: int) -> ImageDataset:
+    """An ImageNet-style tree, root/train/<class>/<image> and root/val/<class>/<image> (val is
+    the test split), as RGB uint8 (N, 3, image_size, image_size): the shorter side resized to
+    image_size, then the centre square cropped. Classes are the sorted folder names."""
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    folder = source_folder("imagefolder", root)
+    to_array = transforms.Compose(
+        [
+            transforms.Resize(image_size),
+            transforms.CenterCrop(image_size),
+            transforms.PILToTensor(),
+        ]
+    )
+    parts = []
+    for split in IMAGEFOLDER_SPLITS:
+        tree = ImageFolder(str(folder / split), transform=to_array)
+        images = np.empty((len(tree), 3, image_size, image_size), np.uint8)
+        for index in range(len(tree)):
+            images[index] = tree[index][0].numpy()
+            if (index + 1) % 5000 == 0:
+                log.info("%s: %d of %d images read", folder / split, index + 1, len(tree))
+        parts.append((images, np.asarray(tree.targets, np.int64)))
+    return _official_splits(
+        parts,
+        class_folders(folder / "train"),
+        f"image folders train/ and val/ in {folder.resolve()}, resized to {image_size} px",
     )
 
 
@@ -199,7 +334,7 @@ def load_blockdigits(classes: list[int] | None, null_patch: str, seed: int) -> I
 def load_idx_dataset(cfg: dict[str, Any]) -> ImageDataset:
     """An IDX-backed dataset as configured: its classes, as BlockMNIST for the block loaders."""
     loader = cfg["loader"]
-    images = load_idx_collection(IDX_SOURCES[loader], cfg.get("root"))
+    images = load_idx_collection(LOADER_SOURCES[loader], cfg.get("root"))
     if not loader.startswith("block"):
         return select_classes(images, cfg.get("classes"))
     images = select_classes(images, cfg.get("classes") or [0, 1])
@@ -213,7 +348,16 @@ LOADERS = {
     "blockdigits": lambda cfg: load_blockdigits(
         cfg.get("classes"), cfg["null_patch"], cfg["split_seed"]
     ),
-    **dict.fromkeys(IDX_SOURCES, load_idx_dataset),
+    **{
+        loader: load_idx_dataset
+        for loader, source in LOADER_SOURCES.items()
+        if source in ("mnist", "fashion_mnist")
+    },
+    "cifar10": lambda cfg: select_classes(load_cifar10(cfg.get("root")), cfg.get("classes")),
+    "svhn": lambda cfg: select_classes(load_svhn(cfg.get("root")), cfg.get("classes")),
+    "imagefolder": lambda cfg: select_classes(
+        load_imagefolder(cfg.get("root"), cfg["image_size"]), cfg.get("classes")
+    ),
 }
 
 
