@@ -173,7 +173,11 @@ def plot_attributions(
     rows, columns = len(picks) * len(models), 1 + len(methods)
     aspect = images.shape[2] / images.shape[3]
     figure, axes = plt.subplots(
-        rows, columns, figsize=(1.3 * columns, 1.3 * rows * aspect + 0.6), squeeze=False
+        rows,
+        columns,
+        figsize=(1.3 * columns, 1.3 * rows * aspect + 0.6),
+        squeeze=False,
+        layout="constrained",  # keeps the two-line title clear of the column titles
     )
     for number, index in enumerate(picks):
         image = images[number].transpose(1, 2, 0)
@@ -193,7 +197,7 @@ def plot_attributions(
         axis.set_xticks([])
         axis.set_yticks([])
     figure.suptitle(
-        f"|attribution| on test images of {dataset.attrs['dataset']} (each map scaled to its max)",
+        f"|attribution| on test images of {dataset.attrs['dataset']}\n(each map scaled to its max)",
         fontsize="small",
     )
     _save(figure, out_path)
@@ -240,7 +244,8 @@ def plot_localization(table_path: str, out_path: str, dataset: str) -> None:
 
 
 def _save(figure, out_path: str) -> None:
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
     figure.savefig(out_path, dpi=120)
     plt.close(figure)
     log.info("wrote %s", out_path)
