@@ -25,14 +25,18 @@ from diffroar.config import (
     missing_data_files,
     validate_config,
 )
+from diffroar.resources import check_environment
 
 
 configfile: Path(workflow.basedir) / "config.yaml"
 
 
+# A bad config value (ConfigError) or a DIFFROAR_* variable that is not a number (ValueError)
+# stops the run with one line.
 try:
     validate_config(config)
-except ConfigError as error:
+    check_environment(os.environ)
+except ValueError as error:
     sys.exit(str(error))
 # Data files are checked (and downloaded) only before a run that builds a dataset store, so a dry
 # run works without them; it notes what is missing.
@@ -53,6 +57,19 @@ include: "rules/noretrain.smk"
 include: "rules/metrics.smk"
 include: "rules/localization.smk"
 include: "rules/figures.smk"
+
+
+# The small jobs that read the tables and draw the figures run where Snakemake runs, not in a
+# cluster queue.
+localrules:
+    all,
+    metrics,
+    combine_table,
+    figure_methods,
+    figure_imputation,
+    figure_noretrain,
+    figure_attributions,
+    figure_localization,
 
 
 onstart:

@@ -1,6 +1,7 @@
 # Paths, targets and per-rule params. Rules hold wiring only; the work is in workflow/diffroar.
 from diffroar.config import BLOCK_LOADERS, experiment_models, format_k, method_settings
 from diffroar.provenance import code_fingerprint, config_fingerprint
+from diffroar.resources import SCALED, base_resources, for_attempt
 
 EXPERIMENT = config["experiment"]
 ORDERS = ["top", "bottom"]
@@ -53,9 +54,18 @@ def rule_threads(rule, default=1):
 
 
 def rule_resources(rule):
-    """The scheduler resources `resources.<rule>` asks for (gpu, mem_mb, runtime)."""
-    wanted = config["resources"].get(rule, {})
-    return {key: value for key, value in wanted.items() if key != "threads"}
+    """What `rule`'s jobs ask the scheduler for (diffroar.resources): memory and time limit
+    growing with the attempt, GPUs where `resources.<rule>.gpu` asks, Slurm partition and
+    account from the environment."""
+    base = base_resources(config["resources"].get(rule, {}), os.environ)
+
+    def at_attempt(name):
+        return lambda wildcards, attempt: for_attempt(base, attempt)[name]
+
+    return {
+        name: at_attempt(name) if name in SCALED else value
+        for name, value in base.items()
+    }
 
 
 def data_jobs_datasets(dag):

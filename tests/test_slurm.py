@@ -1,0 +1,181 @@
+"""The workflow through profiles/slurm on a real single-node Slurm (profiles/slurm/local/start.sh
+starts it; it needs root or sudo). CI runs these; elsewhere they skip when Slurm cannot start."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from workflow_helpers import REPO, SNAKEMAKE, copy_workflow, job_counts, set_config, snakemake
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
+
+# Rules whose jobs go to Slurm; the others are local rules (Snakefile `localrules`).
+SUBMITTED_RULES = {"data", "train", "saliency", "mask", "retrain", "noretrain", "localization"}
+# A smaller tiny config: one imputation, one k, one retrain seed.
+SMALL = {"experiment": {"imputations": ["mean"], "keep_fractions": [0.1], "retrain_seeds": [0]}}
+# The local Slurm keeps no accounting: job states come from squeue, checked every few seconds.
+PROFILE = [
+    "--profile",
+    "profiles/slurm",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+]
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A running local Slurm (started by the project's script, or found running)."""
+    if shutil.which("sbatch") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
+        return
+    can_start = os.geteuid() == 0 or shutil.which("sudo")
+    if not can_start and os.environ.get("CI") != "true":
+        pytest.skip("starting the local Slurm needs root or sudo")
+    start = subprocess.run(
+        ["bash", str(REPO / "profiles" / "slurm" / "local" / "start.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if start.returncode != 0:
+        message = f"local Slurm did not start:\n{start.stdout}\n{start.stderr}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def workflow_copy(path: Path) -> Path:
+    workdir = copy_workflow(path)
+    set_config(workdir, **SMALL)
+    return workdir
+
+
+def slurm_jobs(output: str) -> dict[int, int]:
+    """Snakemake job id -> Slurm job id of every job the executor submitted."""
+    return {int(job): int(slurm_id) for job, slurm_id in SUBMITTED.findall(output)}
+
+
+def slurm_state(slurm_id: int) -> str:
+    """The job's state as slurmctld records it (kept for MinJobAge = 1 h)."""
+    shown = subprocess.run(
+        ["scontrol", "show", "job", str(slurm_id)], capture_output=True, text=True, check=True
+    ).stdout
+    return re.search(r"JobState=(\w+)", shown).group(1)
+
+
+@pytest.fixture(scope="module")
+def through_slurm(slurm, tmp_path_factory):
+    """The small tiny config run through the Slurm profile; its output and wall time."""
+    workdir = workflow_copy(tmp_path_factory.mktemp("slurm"))
+    planned = job_counts(snakemake(workdir, "--dry-run").stdout)
+    started = time.monotonic()
+    result = snakemake(workdir, *PROFILE)
+    seconds = time.monotonic() - started
+    (workdir / "run.log").write_text(result.stdout + result.stderr)
+    return workdir, planned, result.stdout + result.stderr, seconds
+
+
+@pytest.fixture(scope="module")
+def locally(tmp_path_factory):
+    workdir = workflow_copy(tmp_path_factory.mktemp("local"))
+    started = time.monotonic()
+    snakemake(workdir, "--cores", "2")
+    return workdir, time.monotonic() - started
+
+
+def test_every_cluster_job_went_through_sbatch(through_slurm):
+    workdir, planned, output, seconds = through_slurm
+    submitted = slurm_jobs(output)
+    assert len(submitted) == sum(planned[rule] for rule in SUBMITTED_RULES & set(planned))
+    assert len(set(submitted.values())) == len(submitted)  # one Slurm job each
+    assert {slurm_state(slurm_id) for slurm_id in submitted.values()} == {"COMPLETED"}
+    # the tables and figures ran here, not in the queue
+    for rule in ("metrics", "combine_table", "figure_methods", "figure_localization"):
+        assert f"localrule {rule}:" in output
+    assert "localrule train:" not in output
+    print(f"through Slurm: {len(submitted)} sbatch jobs, {seconds:.0f} s")
+
+
+def test_slurm_run_equals_the_local_run(through_slurm, locally):
+    (slurm_dir, *_, slurm_seconds), (local_dir, local_seconds) = through_slurm, locally
+    for table in ("metrics", "diffroar", "noretrain", "localization"):
+        columns = ["test_accuracy"] if table == "metrics" else None
+        remote = pd.read_parquet(slurm_dir / "results" / f"{table}.parquet", columns=columns)
+        local = pd.read_parquet(local_dir / "results" / f"{table}.parquet", columns=columns)
+        if table != "metrics":
+            remote = remote.drop(columns=["package_version"], errors="ignore")
+            local = local.drop(columns=["package_version"], errors="ignore")
+        pd.testing.assert_frame_equal(remote, local)
+    for figure in (local_dir / "results" / "figures").glob("*.png"):
+        assert (slurm_dir / "results" / "figures" / figure.name).stat().st_size > 10_000
+    print(f"tiny config: {slurm_seconds:.0f} s through Slurm, {local_seconds:.0f} s locally")
+
+
+def test_a_cancelled_job_fails_the_run_and_a_rerun_completes_it(slurm, tmp_path):
+    workdir = workflow_copy(tmp_path / "cancel")
+    command = [*SNAKEMAKE, "--configfile", "tiny.yaml", *PROFILE, "--retries", "0"]
+    run = subprocess.Popen(
+        command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output, cancelled = [], None
+    for line in run.stdout:
+        output.append(line)
+        match = SUBMITTED.search(line)
+        if match and cancelled is None and "rule train" in "".join(output[-30:]):
+            cancelled = match.group(2)
+            subprocess.run(["scancel", cancelled], check=True)
+    run.wait(timeout=900)
+    text = "".join(output)
+    assert cancelled is not None, text
+    assert run.returncode != 0
+    assert "Error in rule train" in text and cancelled in text
+    assert slurm_state(int(cancelled)) == "CANCELLED"
+    rerun = snakemake(workdir, *PROFILE)
+    assert "rule train" in rerun.stdout + rerun.stderr
+    assert (workdir / "results" / "metrics.parquet").exists()
+    assert "Nothing to be done" in snakemake(workdir, "--dry-run").stdout
+
+
+def test_one_figure_submits_only_what_it_needs(through_slurm, tmp_path):
+    workdir = shutil.copytree(through_slurm[0], tmp_path / "copy", symlinks=True)
+    # the robust model's retrainings and what was made of them are gone (Snakemake regenerates a
+    # missing intermediate file only when something downstream of it has to be rebuilt)
+    shutil.rmtree(workdir / "results" / "retrain" / "blockdigits" / "tiny_l2")
+    for made in ("tables/blockdigits/diffroar.parquet", "figures/methods-blockdigits.png"):
+        (workdir / "results" / made).unlink()
+    (workdir / "results" / "figures" / "noretrain-blockdigits.png").unlink()
+    target = "figure_methods_blockdigits"
+    planned = job_counts(snakemake(workdir, "--dry-run", target).stdout)
+    assert planned["retrain"] == 4 and SUBMITTED_RULES & set(planned) == {"retrain"}
+    result = snakemake(workdir, *PROFILE, target)
+    output = result.stdout + result.stderr
+    submitted = slurm_jobs(output)
+    assert len(submitted) == 4
+    assert {slurm_state(slurm_id) for slurm_id in submitted.values()} == {"COMPLETED"}
+    assert "figure_noretrain" not in output and "figure_attributions" not in output
+    assert not (workdir / "results" / "figures" / "noretrain-blockdigits.png").exists()
+
+
+def test_stop_then_start_again(slurm):
+    # last in this module: stop.sh stops every daemon, start.sh brings the node back to idle
+    local = REPO / "profiles" / "slurm" / "local"
+    subprocess.run(["bash", str(local / "stop.sh")], check=True, timeout=120)
+    running = subprocess.run(["pgrep", "-x", "slurmctld|slurmd|munged"], capture_output=True)
+    assert running.stdout == b""
+    subprocess.run(["bash", str(local / "stop.sh")], check=True, timeout=120)  # idempotent
+    started = subprocess.run(
+        ["bash", str(local / "start.sh")], capture_output=True, text=True, timeout=300
+    )
+    assert started.returncode == 0, started.stderr
+    assert "is idle" in started.stderr
+    state = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True)
+    assert state.stdout.split() == ["idle"]
