@@ -130,7 +130,7 @@ def load_idx_collection(source: str, root: str | Path | None) -> ImageDataset:
     from torchvision.datasets import FashionMNIST
 
     folder = source_folder(source, root)
-    images, labels, test = [], [], []
+    parts = []
     for split, (image_file, label_file) in IDX_FILES.items():
         split_images = read_idx(find_file(folder, image_file))
         split_labels = read_idx(find_file(folder, label_file)).astype(np.int64)
@@ -144,19 +144,10 @@ def load_idx_collection(source: str, root: str | Path | None) -> ImageDataset:
                 f"{split_labels.shape} do not match (expected uint8 (N, H, W) and (N,))"
             )
         _check_labels(folder, split, split_labels, 10)
-        images.append(split_images[:, None])
-        labels.append(split_labels)
-        test.append(np.full(len(split_labels), split == "test"))
+        parts.append((split_images[:, None], split_labels))
     names = {"mnist": [str(d) for d in range(10)], "fashion_mnist": list(FashionMNIST.classes)}
     origin = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[source]
-    return ImageDataset(
-        images=np.concatenate(images),
-        labels=np.concatenate(labels),
-        classes=names[source],
-        pixel_max=255.0,
-        attributes={"source": f"{origin} IDX files in {folder.resolve()}"},
-        official_test=np.concatenate(test),
-    )
+    return _official_splits(parts, names[source], f"{origin} IDX files in {folder.resolve()}")
 
 
 def _check_labels(where, split: str, labels: np.ndarray, classes: int) -> None:
