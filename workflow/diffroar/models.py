@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
-from torchvision.models import resnet
 
 from .architectures import ARCHITECTURE_OPTIONS
 
@@ -63,26 +63,36 @@ def cnn(
     return nn.Sequential(layers)
 
 
-class BasicBlock(resnet.BasicBlock):
-    """torchvision's ResNet basic block with its two ReLUs as separate modules that do not work
-    in place: Captum's DeepLift and guided backprop hook every ReLU module once per forward."""
+@cache
+def _resnet_parts() -> tuple[Any, type[nn.Module]]:
+    """torchvision's resnet module and our basic block. Imported on first use: importing
+    torchvision takes over a second, which every training job would pay."""
+    from torchvision.models import resnet
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.relu = nn.ReLU()
-        self.relu_out = nn.ReLU()
+    class BasicBlock(resnet.BasicBlock):
+        """torchvision's ResNet basic block with its two ReLUs as separate modules that do not
+        work in place: Captum's DeepLift and guided backprop hook every ReLU module once per
+        forward."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu_out(out + identity)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.relu = nn.ReLU()
+            self.relu_out = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu_out(out + identity)
+
+    return resnet, BasicBlock
 
 
-def resnet18(input_shape: list[int], num_classes: int) -> resnet.ResNet:
+def resnet18(input_shape: list[int], num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 with a stem for small images: a 3x3 stride-1 first convolution
     taking the dataset's channels and no max pool (as usual for CIFAR-sized inputs)."""
-    network = resnet.ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    resnet, basic_block = _resnet_parts()
+    network = resnet.ResNet(basic_block, [2, 2, 2, 2], num_classes=num_classes)
     network.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
     network.relu = nn.ReLU()
     network.maxpool = nn.Identity()
