@@ -15,6 +15,7 @@ rule saliency:
         **rule_resources("saliency"),
     params:
         settings=attribution_settings,
+        fingerprint=train_fingerprint,
         code=code_fingerprint("saliency"),
     script:
         "../workflow/scripts/saliency.py"

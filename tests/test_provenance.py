@@ -63,7 +63,8 @@ def test_closure_of_localization_includes_mask_and_metrics():
 
 def test_closure_of_a_leaf_module_is_itself():
     assert module_closure("architectures") == ["architectures"]
-    assert module_closure("store") == ["store"]
+    assert module_closure("runtime") == ["runtime"]
+    assert module_closure("store") == ["runtime", "store"]  # stores are written atomically
 
 
 def test_config_shares_only_its_light_tables_with_the_stages():
@@ -95,6 +96,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "metrics",
         "models",
         "probe",
+        "provenance",  # metrics fingerprints the runs it aggregates
         "runtime",
         "store",
     ]

@@ -30,7 +30,7 @@ from .datafiles import (
     find_file,
 )
 from .runtime import log
-from .store import create_store, open_store, write_array
+from .store import StoreError, new_store, open_store, read_block, stored_array, write_array
 
 
 @dataclass
@@ -411,13 +411,13 @@ def prepare(name: str, cfg: dict[str, Any], out_path: str | Path) -> None:
         "split_sizes": {split: int(len(index)) for split, index in splits.items()},
         **dataset.attributes,
     }
-    root = create_store(out_path, attributes)
-    for split, index in splits.items():
-        group = root.create_group(split)
-        write_array(group, "images", dataset.images[index])
-        write_array(group, "labels", dataset.labels[index])
-        for array_name, values in dataset.per_image.items():
-            write_array(group, array_name, values[index])
+    with new_store(out_path, attributes) as root:
+        for split, index in splits.items():
+            group = root.create_group(split)
+            write_array(group, "images", dataset.images[index])
+            write_array(group, "labels", dataset.labels[index])
+            for array_name, values in dataset.per_image.items():
+                write_array(group, array_name, values[index])
     log.info(
         "dataset %s: %s images of shape %s, %d classes, splits %s",
         name,
@@ -428,13 +428,46 @@ def prepare(name: str, cfg: dict[str, Any], out_path: str | Path) -> None:
     )
 
 
+# The attributes that images are read and checked with.
+IMAGE_ATTRIBUTES = ("shape", "num_classes", "pixel_max")
+
+
 def read_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images of `split` as float32 in [0, 1] (N, C, H, W) and their labels (N,) int64."""
-    group = open_store(path)
-    pixel_max = float(group.attrs["pixel_max"])
-    images = group[split]["images"][...].astype(np.float32) / np.float32(pixel_max)
-    return images, group[split]["labels"][...].astype(np.int64)
+    """Images of `split` as float32 in [0, 1] (N, C, H, W) and their labels (N,) int64.
+
+    A store that is incomplete or corrupted, holds NaN or infinite values, or whose images and
+    labels do not fit its attributes fails with a StoreError that names it: nothing trains on
+    them."""
+    root = open_store(path, IMAGE_ATTRIBUTES)
+    images = read_block(stored_array(root, split, "images", path), path)
+    labels = read_block(stored_array(root, split, "labels", path), path).astype(np.int64)
+    shape, classes = list(root.attrs["shape"]), int(root.attrs["num_classes"])
+    if list(images.shape[1:]) != shape or len(labels) != len(images):
+        raise StoreError(
+            f"{path}: {split} images {images.shape} and labels {labels.shape} do not fit the "
+            f"store's image shape {shape}; delete it and rerun the rule that writes it"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise StoreError(
+            f"{path}: {split} labels outside 0..{classes - 1}; delete it and rerun the rule that "
+            "writes it"
+        )
+    return images.astype(np.float32) / np.float32(root.attrs["pixel_max"]), labels
+
+
+class StoreAttributes(dict):
+    """A store's attributes; a missing one raises a KeyError that names the store."""
+
+    def __init__(self, path: str | Path, attributes: dict[str, Any]):
+        super().__init__(attributes)
+        self.path = path
+
+    def __missing__(self, key: str):
+        raise KeyError(
+            f"{self.path} has no attribute {key!r}: not the store this stage expects, or damaged"
+        )
 
 
 def read_attributes(path: str | Path) -> dict[str, Any]:
-    return dict(open_store(path).attrs)
+    """The attributes of a dataset or masked store (a missing one is named with the store)."""
+    return StoreAttributes(path, open_store(path).attrs.asdict())

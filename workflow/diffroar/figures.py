@@ -4,6 +4,7 @@ curves, attribution galleries and BlockMNIST localization."""
 from __future__ import annotations
 
 from itertools import zip_longest
+from pathlib import Path
 
 import matplotlib
 
@@ -14,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .metrics import noretrain_diffroar  # noqa: E402
-from .runtime import log  # noqa: E402
+from .runtime import atomic_output, log  # noqa: E402
 from .store import open_store  # noqa: E402
 
 LINESTYLES = ["-", "--", ":", "-."]
@@ -246,6 +247,7 @@ def plot_localization(table_path: str, out_path: str, dataset: str) -> None:
 def _save(figure, out_path: str) -> None:
     if figure.get_layout_engine() is None:
         figure.tight_layout()
-    figure.savefig(out_path, dpi=120)
+    with atomic_output(out_path) as temporary:
+        figure.savefig(temporary, dpi=120, format=Path(out_path).suffix.lstrip(".") or "png")
     plt.close(figure)
     log.info("wrote %s", out_path)

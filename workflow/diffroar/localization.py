@@ -15,8 +15,9 @@ import pandas as pd
 from .data import read_attributes
 from .mask import keep_mask, tiebreak_rng
 from .metrics import interval95
-from .runtime import log
-from .store import open_store, sample_blocks
+from .provenance import config_fingerprint
+from .runtime import log, package_version, write_parquet
+from .store import StoreError, open_store, read_block, sample_blocks, stored_array
 
 
 def signal_rows(signal_on_top: np.ndarray, block_height: int) -> np.ndarray:
@@ -63,12 +64,20 @@ def localization_rows(
     if "block" not in dataset:
         raise ValueError(f"{dataset_path}: {dataset['dataset']} is not a BlockMNIST-style dataset")
     block_height = int(dataset["block"]["height"])
-    saliency = open_store(saliency_path)
-    attributions_array = saliency["test"]["attributions"]
-    signal_on_top = open_store(dataset_path)["test"]["signal_on_top"][...]
+    saliency = open_store(saliency_path, ("model", "base_seed", "method"))
+    attributions_array = stored_array(saliency, "test", "attributions", saliency_path)
+    on_top = stored_array(open_store(dataset_path), "test", "signal_on_top", dataset_path)
+    signal_on_top = read_block(on_top, dataset_path)
+    if attributions_array.shape[0] != len(signal_on_top) or attributions_array.shape[2] != (
+        2 * block_height
+    ):
+        raise StoreError(
+            f"{saliency_path}: test attributions of shape {attributions_array.shape} do not fit "
+            f"the {len(signal_on_top)} test images of height {2 * block_height} of {dataset_path}"
+        )
     mass, null_share = [], {k: [] for k in keep_fractions}
     for block in sample_blocks(attributions_array):
-        attributions = attributions_array[block]
+        attributions = read_block(attributions_array, saliency_path, block)
         in_signal = signal_rows(signal_on_top[block], block_height)
         mass.append(signal_mass_share(attributions, in_signal))
         for k in keep_fractions:
@@ -81,16 +90,30 @@ def localization_rows(
         "base_seed": saliency.attrs["base_seed"],
         "method": saliency.attrs["method"],
     }
+    # what the rows depend on: the base model's config (its fingerprint in the saliency store),
+    # the method's settings and the ranking
+    provenance = {
+        "config_fingerprint": config_fingerprint(
+            saliency.attrs.get("checkpoint_fingerprint"),
+            saliency.attrs["method"],
+            saliency.attrs.get("settings"),
+            ranking,
+            tiebreak_seed,
+        ),
+        "package_version": package_version(),
+    }
     rows = [
         identity
         | {"measure": "signal_mass_share", "keep_fraction": np.nan}
         | _summary(np.concatenate(mass))
+        | provenance
     ]
     for k in keep_fractions:
         rows.append(
             identity
             | {"measure": "null_topk_share", "keep_fraction": k}
             | _summary(np.concatenate(null_share[k]))
+            | provenance
         )
     return rows
 
@@ -108,4 +131,4 @@ def run_localization(
     for path in saliency_paths:
         rows += localization_rows(dataset_path, path, keep_fractions, tiebreak_seed, ranking)
         log.info("%s: signal mass share %.3f", path, rows[-len(keep_fractions) - 1]["mean"])
-    pd.DataFrame(rows).to_parquet(out_path, index=False)
+    write_parquet(pd.DataFrame(rows), out_path)

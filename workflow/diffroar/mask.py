@@ -15,7 +15,16 @@ import numpy as np
 from .data import read_attributes
 from .imputation import impute
 from .runtime import log, package_version
-from .store import SPLITS, create_empty, create_store, open_store, sample_blocks, write_array
+from .store import (
+    SPLITS,
+    create_empty,
+    new_store,
+    open_store,
+    read_block,
+    sample_blocks,
+    stored_array,
+    write_array,
+)
 
 ORDERS = ("top", "bottom")
 RANKINGS = ("coordinate", "pixel")
@@ -91,63 +100,63 @@ def run_mask(
     """Write the masked copy of all splits of a dataset for one attribution store, k, order and
     imputation (`noise`: the std of noisy_linear's noise)."""
     dataset = read_attributes(dataset_path)
-    saliency = open_store(saliency_path)
+    saliency = open_store(saliency_path, ("model", "base_seed", "method"))
     units = ranked_units(dataset["shape"], ranking)
     kept = keep_count(keep_fraction, units)
-    root = create_store(
-        out_path,
-        {
-            **dataset,
-            "pixel_max": 1.0,
-            "source_pixel_max": dataset["pixel_max"],
-            "masking": {
-                "model": saliency.attrs["model"],
-                "base_seed": saliency.attrs["base_seed"],
-                "method": saliency.attrs["method"],
-                "keep_fraction": keep_fraction,
-                "order": order,
-                "ranking": ranking,
-                "kept_units": kept,
-                "units": units,
-                "kept_coordinates": kept * int(np.prod(dataset["shape"])) // units,
-                "coordinates": int(np.prod(dataset["shape"])),
-                "imputation": imputation,
-                "noise": noise if imputation == "noisy_linear" else None,
-                "tiebreak_seed": tiebreak_seed,
-            },
-            "package_version": package_version(),
+    attributes = {
+        **dataset,
+        "pixel_max": 1.0,
+        "source_pixel_max": dataset["pixel_max"],
+        "masking": {
+            "model": saliency.attrs["model"],
+            "base_seed": saliency.attrs["base_seed"],
+            "method": saliency.attrs["method"],
+            "keep_fraction": keep_fraction,
+            "order": order,
+            "ranking": ranking,
+            "kept_units": kept,
+            "units": units,
+            "kept_coordinates": kept * int(np.prod(dataset["shape"])) // units,
+            "coordinates": int(np.prod(dataset["shape"])),
+            "imputation": imputation,
+            "noise": noise if imputation == "noisy_linear" else None,
+            "tiebreak_seed": tiebreak_seed,
         },
-    )
+        "package_version": package_version(),
+    }
     source = open_store(dataset_path)
     pixel_max = np.float32(dataset["pixel_max"])
-    for split in SPLITS:
-        stored, attributions = source[split]["images"], saliency[split]["attributions"]
-        if attributions.shape != stored.shape:
-            raise ValueError(
-                f"{saliency_path}: {split} attributions have shape {attributions.shape}, "
-                f"the images of {dataset_path} {stored.shape}"
-            )
-        group = root.create_group(split)
-        masked = create_empty(group, "images", stored.shape, "float32")
-        write_array(group, "labels", source[split]["labels"][...])
-        for block in sample_blocks(attributions):
-            keep = keep_mask(
-                attributions[block],
-                keep_fraction,
-                order,
-                tiebreak_rng(tiebreak_seed, split, block.start),
-                ranking,
-            )
-            masked[block] = impute(
-                stored[block].astype(np.float32) / pixel_max,
-                keep,
-                imputation,
-                pixel_mean=float(dataset["pixel_mean"]),
-                channel_mean=list(dataset["channel_mean"]),
-                noise=noise,
-                rng=noise_rng(tiebreak_seed, split, block.start),
-            )
-        log.info("%s: %d images masked", split, stored.shape[0])
+    with new_store(out_path, attributes) as root:
+        for split in SPLITS:
+            stored = stored_array(source, split, "images", dataset_path)
+            attributions = stored_array(saliency, split, "attributions", saliency_path)
+            if attributions.shape != stored.shape:
+                raise ValueError(
+                    f"{saliency_path}: {split} attributions have shape {attributions.shape}, "
+                    f"the images of {dataset_path} {stored.shape}"
+                )
+            group = root.create_group(split)
+            masked = create_empty(group, "images", stored.shape, "float32")
+            labels = stored_array(source, split, "labels", dataset_path)
+            write_array(group, "labels", read_block(labels, dataset_path))
+            for block in sample_blocks(attributions):
+                keep = keep_mask(
+                    read_block(attributions, saliency_path, block),
+                    keep_fraction,
+                    order,
+                    tiebreak_rng(tiebreak_seed, split, block.start),
+                    ranking,
+                )
+                masked[block] = impute(
+                    read_block(stored, dataset_path, block).astype(np.float32) / pixel_max,
+                    keep,
+                    imputation,
+                    pixel_mean=float(dataset["pixel_mean"]),
+                    channel_mean=list(dataset["channel_mean"]),
+                    noise=noise,
+                    rng=noise_rng(tiebreak_seed, split, block.start),
+                )
+            log.info("%s: %d images masked", split, stored.shape[0])
     log.info(
         "%s-%g masked copy of %s with %s attributions of %s, %s imputation: %d of %d %ss kept",
         order,

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .runtime import log, read_json
+from .provenance import config_fingerprint
+from .runtime import log, read_json, write_parquet
 
 RUN_COLUMNS = [
     "dataset",
@@ -66,18 +67,31 @@ def interval95(values: pd.Series) -> tuple[float, float]:
     return float(values.mean() - half), float(values.mean() + half)
 
 
+def provenance(runs: pd.DataFrame) -> dict[str, str]:
+    """The `config_fingerprint` of a row that aggregates `runs` (the fingerprint of their sorted
+    fingerprints) and their `package_version`s (comma-separated when they differ)."""
+    return {
+        "config_fingerprint": config_fingerprint(*sorted(runs["config_fingerprint"])),
+        "package_version": ", ".join(sorted(set(runs["package_version"]))),
+    }
+
+
 def diffroar_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset x model x method x imputation x k: mean top-k and bottom-k accuracy, DiffROAR
-    with its std and 95% interval over (base seed, retrain seed) pairs, and the number of pairs."""
+    with its std and 95% interval over (base seed, retrain seed) pairs, the number of pairs, and
+    the provenance of the runs of those pairs."""
     paired = runs.pivot_table(
         index=GROUP + ["base_seed", "retrain_seed"],
         columns="order",
         values="test_accuracy",
     ).dropna(subset=["top", "bottom"])
     paired["diffroar"] = paired["top"] - paired["bottom"]
+    members = runs.set_index(GROUP + ["base_seed", "retrain_seed"])
+    traced = {"config_fingerprint", "package_version"} <= set(runs.columns)
     rows = []
     for key, group in paired.groupby(level=GROUP, sort=True):
         low, high = interval95(group["diffroar"])
+        pair_runs = members[members.index.isin(group.index)]
         rows.append(
             dict(zip(GROUP, key, strict=True))
             | {
@@ -89,6 +103,7 @@ def diffroar_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "ci_high": high,
                 "n_runs": len(group),
             }
+            | (provenance(pair_runs) if traced else {})
         )
     return pd.DataFrame(rows)
 
@@ -107,13 +122,13 @@ def run_metrics(metrics_paths: list[str], runs_path: str, diffroar_path: str) ->
     """Write one dataset's run table and DiffROAR table."""
     runs = collect_runs(metrics_paths)
     table = diffroar_table(runs)
-    runs.to_parquet(runs_path, index=False)
-    table.to_parquet(diffroar_path, index=False)
+    write_parquet(runs, runs_path)
+    write_parquet(table, diffroar_path)
     log.info("%d runs, %d DiffROAR rows", len(runs), len(table))
 
 
 def concatenate(paths: list[str], out_path: str) -> None:
     """Stack per-dataset tables into one parquet file."""
     table = pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
-    table.to_parquet(out_path, index=False)
+    write_parquet(table, out_path)
     log.info("%s: %d rows from %d tables", out_path, len(table), len(paths))

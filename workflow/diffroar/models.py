@@ -6,6 +6,7 @@ training split's per-channel mean and std, so attributions and attacks live in p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from functools import cache
@@ -17,6 +18,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .architectures import ARCHITECTURE_OPTIONS
+from .runtime import atomic_output
 
 
 class Normalize(nn.Module):
@@ -130,24 +132,91 @@ def build_model(spec: dict[str, Any]) -> nn.Sequential:
     return nn.Sequential(OrderedDict(normalize=normalize, network=network))
 
 
+CHECKSUM = "tensor_sha256"  # metadata key: sha256 of the tensors, checked when loading
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of `tensors` (sorted by name)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    return [
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
 def save_checkpoint(
     path: str | Path, model: nn.Module, spec: dict[str, Any], info: dict[str, Any]
 ) -> None:
-    """Weights as safetensors; `spec` and `info` as JSON strings in its metadata."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Weights as safetensors, written atomically; `spec` and `info` as JSON strings in its
+    metadata, with the sha256 of the tensors. Weights that are not finite (a training run that
+    diverged) are refused with a FloatingPointError: no checkpoint is written."""
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    bad = _non_finite(tensors)
+    if bad:
+        raise FloatingPointError(
+            f"refusing to write checkpoint {path}: NaN or infinite weights in {', '.join(bad)} "
+            "(training diverged)"
+        )
     metadata = {"spec": json.dumps(spec)} | {key: json.dumps(value) for key, value in info.items()}
-    save_file(tensors, str(path), metadata=metadata)
+    metadata[CHECKSUM] = json.dumps(tensor_digest(tensors))
+    with atomic_output(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Sequential, dict[str, Any]]:
-    """The model (eval mode, on the CPU) and its metadata, JSON-decoded."""
+def load_checkpoint(
+    path: str | Path, expected_fingerprint: str | None = None
+) -> tuple[nn.Sequential, dict[str, Any]]:
+    """The model (eval mode, on the CPU) and its metadata, JSON-decoded.
+
+    Only safetensors are read (never a pickle). A missing, truncated or corrupted file (its
+    tensors do not match their recorded sha256), non-finite weights, or, with
+    `expected_fingerprint`, a checkpoint trained under another config, fail with a ValueError
+    that names the file and what to do."""
+    redo = "delete it and rerun the train rule that writes it"
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = {key: json.loads(value) for key, value in handle.metadata().items()}
         tensors = load_file(str(path))
     except Exception as error:  # safetensors raises several types for damaged files
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+        raise ValueError(
+            f"cannot read checkpoint {path}: {error} (missing, truncated or not a safetensors "
+            f"file); {redo}"
+        ) from error
+    missing = [key for key in ("spec", CHECKSUM) if key not in metadata]
+    if missing:
+        raise ValueError(
+            f"checkpoint {path} has no {' or '.join(missing)} in its metadata: not written by "
+            f"diffroar's save_checkpoint; {redo}"
+        )
+    if tensor_digest(tensors) != metadata[CHECKSUM]:
+        raise ValueError(
+            f"checkpoint {path} is corrupted: its tensors do not match the sha256 recorded when "
+            f"it was written; {redo}"
+        )
+    bad = _non_finite(tensors)
+    if bad:
+        raise ValueError(f"checkpoint {path} has NaN or infinite weights in {', '.join(bad)}")
+    found = metadata.get("config_fingerprint")
+    if expected_fingerprint is not None and found != expected_fingerprint:
+        raise ValueError(
+            f"checkpoint {path} was trained under config fingerprint {found}, but this job's "
+            f"config gives {expected_fingerprint}: the checkpoint is stale or comes from another "
+            "experiment. Rerun its train rule (snakemake --forcerun train, or delete the "
+            "checkpoint and run again)"
+        )
     model = build_model(metadata["spec"])
-    model.load_state_dict(tensors)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise ValueError(f"checkpoint {path} does not fit its own spec: {error}; {redo}") from error
     return model.eval(), metadata

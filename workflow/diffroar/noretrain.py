@@ -14,7 +14,7 @@ import pandas as pd
 
 from .data import read_attributes
 from .models import load_checkpoint
-from .runtime import device, log, package_version
+from .runtime import device, log, package_version, write_parquet
 from .train import accuracy, load_tensors, training_mode
 
 CURVES = {"top": "LeRF", "bottom": "MoRF"}
@@ -29,8 +29,9 @@ def run_noretrain(
     model_cfg: dict[str, Any],
     config_fingerprint: str,
 ) -> None:
-    """Write one row per masked store: the base model's test accuracy on it."""
-    model, checkpoint = load_checkpoint(checkpoint_path)
+    """Write one row per masked store: the base model's test accuracy on it. The checkpoint must
+    have been trained under `config_fingerprint`."""
+    model, checkpoint = load_checkpoint(checkpoint_path, config_fingerprint)
     on = device()
     model = model.to(on)
     unmasked = accuracy(model, *load_tensors(dataset_path, "test", on))
@@ -80,4 +81,4 @@ def run_noretrain(
             CURVES[masking["order"]],
             test_accuracy,
         )
-    pd.DataFrame(rows).to_parquet(out_path, index=False)
+    write_parquet(pd.DataFrame(rows), out_path)

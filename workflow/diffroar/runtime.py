@@ -1,11 +1,23 @@
-"""What every job needs: a log, the thread count it was given, a device, JSON output."""
+"""What every job needs: a log, the thread count it was given, a device, and outputs that appear
+only when complete.
+
+Every file or store a job writes goes through `atomic_output`: it is written under a temporary
+name beside its final path (`<name>.tmp-<pid>`) and renamed into place when complete, so a job
+that crashes or is killed never leaves a file that looks finished.
+"""
 
 from __future__ import annotations
 
+import atexit
+import glob
 import json
 import logging
 import os
+import shutil
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -39,7 +51,27 @@ def setup_job(log_path: str | Path, threads: int) -> logging.Logger:
         log.critical("job failed: %s: %s", kind.__name__, value, exc_info=(kind, value, traceback))
 
     sys.excepthook = log_failure
+    _log_job_times(threads)
     return log
+
+
+def _log_job_times(threads: int) -> None:
+    """At exit, log how long the job worked and how long its process took to get there (the
+    interpreter, Snakemake's script preamble and the imports): bench/ reads this line."""
+    import psutil
+
+    started = psutil.Process().create_time()
+    ready = time.time()
+
+    def report() -> None:
+        log.info(
+            "job times: %.3f s start-up, %.3f s work, %d threads",
+            ready - started,
+            time.time() - ready,
+            threads,
+        )
+
+    atexit.register(report)
 
 
 def device():
@@ -49,9 +81,63 @@ def device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+TEMPORARY_MARK = ".tmp-"
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or directory tree at `path` if there is one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write a file or a directory (a zarr store) at; when
+    the block ends without an error, rename it to `path`, replacing what was there. On an error
+    the temporary is removed and `path` keeps its previous content (or stays absent).
+
+    A rename within one directory is atomic, so `path` is either the old content or the complete
+    new one. The temporary is `<name>.tmp-<pid>`; leftovers of an earlier attempt that was killed
+    (any `<name>.tmp-*`: Snakemake never runs two jobs for one output) are removed first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in glob.glob(glob.escape(str(path)) + TEMPORARY_MARK + "*"):
+        _remove(Path(leftover))
+    temporary = path.with_name(f"{path.name}{TEMPORARY_MARK}{os.getpid()}")
+    try:
+        yield temporary
+        if not temporary.exists():
+            raise FileNotFoundError(f"{temporary}: nothing was written for {path}")
+        if temporary.is_dir():
+            # a directory cannot replace a non-empty one in one rename: move the old one aside
+            aside = temporary.with_name(temporary.name + "-old")
+            if path.exists() or path.is_symlink():
+                os.replace(path, aside)
+            os.replace(temporary, path)
+            _remove(aside)
+        else:
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())  # the data is on disk before the name points at it
+            os.replace(temporary, path)
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """`payload` as indented JSON at `path`, written atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    with atomic_output(path) as temporary:
+        temporary.write_text(text)
+
+
+def write_parquet(frame, path: str | Path) -> None:
+    """A pandas DataFrame as parquet at `path` (without its index), written atomically."""
+    with atomic_output(path) as temporary:
+        frame.to_parquet(temporary, index=False)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -52,7 +52,15 @@ from torch import nn
 from .data import read_attributes
 from .models import load_checkpoint
 from .runtime import device, log, package_version
-from .store import SPLITS, create_empty, create_store, open_store, sample_blocks
+from .store import (
+    SPLITS,
+    create_empty,
+    new_store,
+    open_store,
+    read_block,
+    sample_blocks,
+    stored_array,
+)
 
 # Images attributed per block read from the dataset store: bounds memory for large datasets.
 BLOCK_IMAGES = 8192
@@ -388,14 +396,16 @@ def run_saliency(
     *,
     method: str,
     settings: dict[str, Any],
+    expected_fingerprint: str | None = None,
 ) -> None:
     """Attribute every image of every split with `method` and write the saliency store.
 
     `settings` holds `Settings` fields (not `channel_mean`, which comes from the dataset) and the
-    base `seed` (default 0) from which every block of images gets its own seed.
+    base `seed` (default 0) from which every block of images gets its own seed. With
+    `expected_fingerprint`, a checkpoint trained under another config is refused.
     """
     seed = int(settings.get("seed", 0))
-    model, checkpoint = load_checkpoint(checkpoint_path)
+    model, checkpoint = load_checkpoint(checkpoint_path, expected_fingerprint)
     on = device()
     model = model.to(on)
     dataset = read_attributes(dataset_path)
@@ -403,46 +413,50 @@ def run_saliency(
         **{key: value for key, value in settings.items() if key != "seed"},
         channel_mean=tuple(dataset["channel_mean"]),
     )
-    root = create_store(
-        out_path,
-        {
-            "dataset": checkpoint["dataset"],
-            "model": checkpoint["model"],
-            "base_seed": checkpoint["seed"],
-            "method": method,
-            "seed": seed,
-            "target": resolved.target,
-            "settings": dict(settings),
-            "input_space": "pixels scaled to [0, 1], before the model's normalisation",
-            "values": "signed attributions; rankings use their absolute value per coordinate or, "
-            "per pixel, that of their sum over channels",
-            "checkpoint_fingerprint": checkpoint["config_fingerprint"],
-            "package_version": package_version(),
-        },
-    )
+    attributes = {
+        "dataset": checkpoint["dataset"],
+        "model": checkpoint["model"],
+        "base_seed": checkpoint["seed"],
+        "method": method,
+        "seed": seed,
+        "target": resolved.target,
+        "settings": dict(settings),
+        "input_space": "pixels scaled to [0, 1], before the model's normalisation",
+        "values": "signed attributions; rankings use their absolute value per coordinate or, "
+        "per pixel, that of their sum over channels",
+        "checkpoint_fingerprint": checkpoint["config_fingerprint"],
+        "package_version": package_version(),
+    }
     source = open_store(dataset_path)
     pixel_max = np.float32(dataset["pixel_max"])
-    for split in SPLITS:
-        stored = source[split]["images"]
-        attributions = create_empty(
-            root.create_group(split), "attributions", stored.shape, "float32"
-        )
-        labels = source[split]["labels"][...]
-        for block in sample_blocks(stored, BLOCK_IMAGES):
-            images = torch.from_numpy(stored[block].astype(np.float32) / pixel_max).to(on)
-            target = torch.from_numpy(labels[block]).to(on)
-            values = METHODS[method](
-                model, images, target, resolved, seed=block_seed(seed, split, block.start)
+    with new_store(out_path, attributes) as root:
+        for split in SPLITS:
+            stored = stored_array(source, split, "images", dataset_path)
+            attributions = create_empty(
+                root.create_group(split), "attributions", stored.shape, "float32"
             )
-            attributions[block] = values.numpy()
-        log.info(
-            "%s/%s seed %s: %s attributions (target %s) of %d %s images on %s",
-            checkpoint["dataset"],
-            checkpoint["model"],
-            checkpoint["seed"],
-            method,
-            resolved.target,
-            len(labels),
-            split,
-            on,
-        )
+            labels = read_block(stored_array(source, split, "labels", dataset_path), dataset_path)
+            for block in sample_blocks(stored, BLOCK_IMAGES):
+                pixels = read_block(stored, dataset_path, block).astype(np.float32) / pixel_max
+                images = torch.from_numpy(pixels).to(on)
+                target = torch.from_numpy(labels[block]).to(on)
+                values = METHODS[method](
+                    model, images, target, resolved, seed=block_seed(seed, split, block.start)
+                ).numpy()
+                if not np.isfinite(values).all():
+                    raise FloatingPointError(
+                        f"{method} attributions of {split} images {block.start}:{block.stop} "
+                        f"with {checkpoint_path} are NaN or infinite: not written to {out_path}"
+                    )
+                attributions[block] = values
+            log.info(
+                "%s/%s seed %s: %s attributions (target %s) of %d %s images on %s",
+                checkpoint["dataset"],
+                checkpoint["model"],
+                checkpoint["seed"],
+                method,
+                resolved.target,
+                len(labels),
+                split,
+                on,
+            )

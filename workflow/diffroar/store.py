@@ -1,23 +1,35 @@
 """Zarr stores of image-shaped arrays, chunked along samples and compressed.
 
 Every store that diffroar writes has one group per split (`train`, `val`, `test`) and the
-store-level attributes that say what produced it.
+store-level attributes that say what produced it. Stages write a store with `new_store`, which
+builds it under a temporary name and renames it into place when complete. Every chunk carries a
+CRC32C checksum and every chunk is written (even one of fill values), so reading with
+`stored_array` and `read_block` detects a store that is truncated, garbled or incomplete and
+fails with a `StoreError` that names the store and the array.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from .runtime import atomic_output
 
 SPLITS = ("train", "val", "test")
 # About 1 MiB per uncompressed chunk: large enough for fast sequential reads, small enough that a
 # sample range touches few chunks.
 CHUNK_BYTES = 1 << 20
+REWRITE = "delete it and rerun the rule that writes it"
+
+
+class StoreError(ValueError):
+    """A store given as input is missing, incomplete, corrupted or holds invalid values."""
 
 
 def _chunk_rows(shape: tuple[int, ...], dtype: np.dtype) -> int:
@@ -26,20 +38,40 @@ def _chunk_rows(shape: tuple[int, ...], dtype: np.dtype) -> int:
 
 
 def create_store(path: str | Path, attributes: dict[str, Any]) -> zarr.Group:
-    """A new store at `path` (an existing one is replaced) with `attributes` on its root group."""
+    """A new store at `path` (an existing one is replaced) with `attributes` on its root group,
+    written in place: for building test inputs. Stages write through `new_store`."""
     root = zarr.open_group(str(path), mode="w")
     root.attrs.update(attributes)
     return root
 
 
+@contextmanager
+def new_store(path: str | Path, attributes: dict[str, Any]) -> Iterator[zarr.Group]:
+    """The root group of a new store with `attributes`, to be filled inside the `with` block.
+
+    It is built at `<path>.tmp-<pid>` and renamed to `path` (replacing an existing store) when the
+    block ends; if the block raises, the temporary store is removed and `path` is unchanged."""
+    with atomic_output(path) as temporary:
+        yield create_store(temporary, attributes)
+
+
 def create_empty(group: zarr.Group, name: str, shape: tuple[int, ...], dtype) -> zarr.Array:
-    """An array `group[name]` chunked along axis 0 and zstd-compressed, to be filled by blocks."""
+    """An array `group[name]` chunked along axis 0, zstd-compressed and checksummed, to be filled
+    by blocks."""
     dtype = np.dtype(dtype)
     compressor = BloscCodec(
         cname="zstd", clevel=5, shuffle="bitshuffle" if dtype.itemsize > 1 else "shuffle"
     )
     chunks = (_chunk_rows(shape, dtype), *shape[1:])
-    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=compressor)
+    return group.create_array(
+        name,
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        compressors=(compressor, Crc32cCodec()),
+        # every chunk is written, so a missing chunk file means an incomplete store
+        config={"write_empty_chunks": True},
+    )
 
 
 def write_array(group: zarr.Group, name: str, data: np.ndarray) -> zarr.Array:
@@ -57,17 +89,82 @@ def sample_blocks(array: zarr.Array, rows: int | None = None) -> Iterator[slice]
         yield slice(start, min(start + step, array.shape[0]))
 
 
-def open_store(path: str | Path) -> zarr.Group:
-    """Open a store read-only; a missing or unreadable one fails with a message naming it."""
+def open_store(path: str | Path, required: tuple[str, ...] = ()) -> zarr.Group:
+    """Open a store read-only; a missing or unreadable one, or one without the attributes
+    `required`, fails with a StoreError naming it."""
     path = Path(path)
     if not (path / "zarr.json").exists():
-        raise FileNotFoundError(
-            f"{path} is not a zarr store (no zarr.json): was it written completely?"
+        raise StoreError(f"{path} is not a zarr store (no zarr.json): was it written completely?")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as error:  # a garbled zarr.json: JSONDecodeError, ValueError, ...
+        raise StoreError(
+            f"{path}: cannot open the zarr store ({type(error).__name__}: {error}); {REWRITE}"
+        ) from error
+    missing = [name for name in required if name not in root.attrs]
+    if missing:
+        raise StoreError(
+            f"{path}: the store's attributes lack {', '.join(missing)} (not written by this "
+            f"stage of diffroar, or damaged); {REWRITE}"
         )
-    return zarr.open_group(str(path), mode="r")
+    return root
+
+
+def stored_array(
+    source: str | Path | zarr.Group, split: str, name: str, path: str | Path | None = None
+) -> zarr.Array:
+    """The array `<split>/<name>` of a store (its path, or its open root group and `path`) with
+    every chunk present; fails with a StoreError naming the store and the array otherwise."""
+    if isinstance(source, zarr.Group):
+        root, where = source, Path(path) if path is not None else source.store_path
+    else:
+        root, where = open_store(source), Path(source)
+    try:
+        array = root[f"{split}/{name}"]
+    except Exception as error:  # KeyError when absent, JSONDecodeError when garbled
+        raise StoreError(
+            f"{where}: no readable array {split}/{name} ({type(error).__name__}: {error}); "
+            f"{REWRITE}"
+        ) from error
+    if not isinstance(array, zarr.Array):
+        raise StoreError(f"{where}: {split}/{name} is a group, not an array; {REWRITE}")
+    initialized = array.nchunks_initialized
+    if initialized < array.nchunks:
+        raise StoreError(
+            f"{where}: array {split}/{name} has {initialized} of its {array.nchunks} chunks "
+            f"(the store is incomplete); {REWRITE}"
+        )
+    return array
+
+
+def read_block(array: zarr.Array, where: str | Path, selection: slice | None = None) -> np.ndarray:
+    """`array[selection]` (all of it by default); fails with a StoreError that names `where` (the
+    store) and the array when a chunk cannot be decoded (truncated, or garbled so that its
+    checksum does not match) or, for floating-point arrays, when a value is NaN or infinite."""
+    span = "all samples" if selection is None else f"samples {selection.start}:{selection.stop}"
+    try:
+        values = array[...] if selection is None else array[selection]
+    except Exception as error:  # blosc and checksum errors (RuntimeError, ValueError)
+        raise StoreError(
+            f"{where}: cannot read {span} of {array.path} ({type(error).__name__}: {error}): a "
+            f"chunk file is truncated or corrupted; {REWRITE}"
+        ) from error
+    # the float64 sum of float32 values is NaN or infinite exactly when one of them is (and needs
+    # no temporary array the size of `values`)
+    if values.dtype.kind == "f" and not np.isfinite(values.sum(dtype=np.float64)):
+        bad = int((~np.isfinite(values)).sum())
+        raise StoreError(
+            f"{where}: {array.path} holds {bad} NaN or infinite values in {span}; {REWRITE}"
+        )
+    return values
 
 
 def read_split(path: str | Path, split: str) -> dict[str, np.ndarray]:
-    """Every array of `split` in the store at `path`, read in full."""
-    group = open_store(path)[split]
-    return {name: array[...] for name, array in group.arrays()}
+    """Every array of `split` in the store at `path`, read in full (and checked)."""
+    root = open_store(path)
+    if split not in root:
+        raise StoreError(f"{path}: no split {split!r}; {REWRITE}")
+    return {
+        name: read_block(stored_array(root, split, name, path), path)
+        for name, _ in root[split].arrays()
+    }

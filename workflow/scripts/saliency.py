@@ -10,4 +10,5 @@ run_saliency(
     snakemake.output[0],
     method=snakemake.wildcards.method,
     settings=snakemake.params.settings,
+    expected_fingerprint=snakemake.params.fingerprint,
 )
