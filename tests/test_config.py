@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from diffroar import config as config_module
@@ -41,7 +42,7 @@ def test_defaults_are_filled_in():
         "weight_decay": 0.0,
     }
     assert config["training"] == expected_optimisation
-    assert config["retraining"] == expected_optimisation
+    assert config["retraining"] == expected_optimisation | {"group_seeds": False}
     assert config["experiment"]["retrain_seeds"] == [0, 1]
     assert config["experiment"]["base_seeds"] == [0]
     assert config["models"]["mlp_standard"]["training"] == {"mode": "standard", "steps": 7}
@@ -365,6 +366,76 @@ BAD_CONFIGS = [
         _set("resources", {"train": {"gpu": -1}}),
         ["resources.train.gpu", "-1", ">= 0"],
     ),
+    (
+        "key typo gets a suggestion",
+        _set("experiment", "keep_fracions", [0.1]),
+        ["experiment.keep_fracions", "[0.1]", "unknown key (did you mean 'keep_fractions'?)"],
+    ),
+    (
+        "misspelt method gets a suggestion",
+        _set("experiment", "methods", ["gradeint"]),
+        ["experiment.methods[0]", "'gradeint'", "must be one of", "(did you mean 'gradient'?)"],
+    ),
+    (
+        "misspelt loader gets a suggestion",
+        _set("datasets", "blockdigits", "loader", "blockdigit"),
+        ["datasets.blockdigits.loader", "'blockdigit'", "(did you mean 'blockdigits'?)"],
+    ),
+    (
+        "misspelt dataset gets a suggestion",
+        _set("experiment", "datasets", ["digit"]),
+        ["experiment.datasets[0]", "'digit'", "not defined", "(did you mean 'digits'?)"],
+    ),
+    (
+        "misspelt retraining model gets a suggestion",
+        _set("retraining", "model", "mlp_lnf"),
+        ["retraining.model", "'mlp_lnf'", "not defined", "(did you mean 'mlp_linf'?)"],
+    ),
+    (
+        "list where a mapping belongs",
+        _set("models", ["mlp_standard"]),
+        ["models = ['mlp_standard']", "must be a mapping"],
+    ),
+    (
+        "text where a list belongs",
+        _set("experiment", "methods", "gradient"),
+        ["experiment.methods = 'gradient'", "must be a list"],
+    ),
+    (
+        "text where a boolean belongs",
+        _set("datasets", "digits", {"loader": "mnist", "root": "/data/mnist", "download": "yes"}),
+        ["datasets.digits.download = 'yes'", "must be true or false"],
+    ),
+    (
+        "models neither a list nor a mapping",
+        _set("experiment", "models", 3),
+        ["experiment.models = 3", "must be a list or a mapping"],
+    ),
+    (
+        "duplicated seed names the duplicate",
+        _set("experiment", "retrain_seeds", [0, 1, 0]),
+        ["experiment.retrain_seeds = [0, 1, 0]", "must not contain duplicates (0 repeats)"],
+    ),
+    (
+        "digits class above 9",
+        _set("datasets", "digits", "classes", [0, 12]),
+        ["datasets.digits.classes[1] = 12", "must be <= 9", "'digits'"],
+    ),
+    (
+        "batch larger than the training split",
+        _set("training", "batch_size", 300),
+        ["training.batch_size = 300", "must be <= 234", "dataset 'blockdigits'", "360 images"],
+    ),
+    (
+        "retraining batch larger than the training split",
+        _set("retraining", "batch_size", 1168),
+        ["retraining.batch_size = 1168", "must be <= 1167", "dataset 'digits'"],
+    ),
+    (
+        "batch larger than a file-backed train_size",
+        _set("datasets", "digits", {"loader": "mnist", "root": "/data/mnist", "train_size": 20}),
+        ["training.batch_size = 64", "must be <= 17", "train_size 20", "val_fraction 0.15"],
+    ),
 ]
 
 
@@ -553,3 +624,51 @@ def test_reordered_keys_give_identical_config():
     validate_config(config)
     for section in config:  # each section, in the exact form given to rules as params
         assert repr(reordered[section]) == repr(config[section])
+
+
+def test_digits_class_counts_are_those_of_the_bundled_digits():
+    from sklearn.datasets import load_digits
+
+    counts = np.bincount(load_digits().target, minlength=10)
+    assert tuple(counts) == config_module.DIGITS_CLASS_COUNTS
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        {"loader": "digits"},
+        {"loader": "blockdigits"},
+        {"loader": "digits", "classes": [3, 8, 5]},
+        {"loader": "blockdigits", "classes": [1, 7], "val_fraction": 0.3, "test_fraction": 0.1},
+        {"loader": "digits", "train_size": 101, "val_fraction": 0.11},
+        {"loader": "digits", "classes": [0, 1], "train_size": 5000},
+        {"loader": "blockdigits", "test_fraction": 0.33, "val_fraction": 0.27, "split_seed": 4},
+    ],
+)
+def test_train_split_size_of_digits_is_that_of_the_drawn_split(dataset):
+    from diffroar.data import LOADERS, dataset_splits
+
+    config = default_config()
+    config["datasets"] = {"checked": dataset}
+    config["experiment"]["datasets"] = ["checked"]
+    dataset = validate_config(config)["datasets"]["checked"]
+    size, exact, _ = config_module.train_split_size(dataset)
+    assert exact
+    assert size == len(dataset_splits(LOADERS[dataset["loader"]](dataset), dataset)["train"])
+
+
+def test_train_split_size_of_file_backed_loaders_is_a_bound_from_train_size():
+    config = default_config()
+    config["datasets"]["mnist"] = {"loader": "mnist", "root": "/data/mnist"}
+    validate_config(config)
+    assert config_module.train_split_size(config["datasets"]["mnist"]) is None
+    config["datasets"]["mnist"]["train_size"] = 1000
+    size, exact, how = config_module.train_split_size(config["datasets"]["mnist"])
+    assert (size, exact) == (850, False) and "train_size 1000" in how
+
+
+def test_batch_as_large_as_the_training_split_is_accepted():
+    config = default_config()
+    config["experiment"]["datasets"] = ["blockdigits"]
+    config["training"]["batch_size"] = config["retraining"]["batch_size"] = 234
+    validate_config(config)

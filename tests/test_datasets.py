@@ -106,6 +106,8 @@ def _config(dataset: dict) -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"]["real"] = dataset
     config["experiment"]["datasets"] = ["real"]
+    # the fixtures' training splits hold a few images: batches must fit in them
+    config["training"]["batch_size"] = config["retraining"]["batch_size"] = 4
     return config
 
 

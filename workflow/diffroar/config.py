@@ -6,6 +6,8 @@ Imported by the Snakefile before any job is scheduled, so it stays light: no tor
 from __future__ import annotations
 
 import copy
+import difflib
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +76,44 @@ def _with_defaults(validator_class: type) -> type:
     )
 
 
+def _suggestion(word: Any, candidates) -> str:
+    """' (did you mean X?)' for the candidate closest to a misspelt `word`, else ''."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(name) for name in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# What the JSON Schema types are called in messages (a config is YAML: lists and mappings).
+TYPE_NAMES = {
+    "object": "a mapping (key: value entries)",
+    "array": "a list",
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "null": "empty",
+}
+
+
+def _type_text(expected) -> str:
+    """'must be ...' text for a schema `type` (a name or a list of names)."""
+    names = [expected] if isinstance(expected, str) else list(expected)
+    return " or ".join(TYPE_NAMES.get(name, name) for name in names)
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with a local `$ref` followed."""
+    while schema.get("$ref", "").startswith("#/$defs/"):
+        schema = root["$defs"][schema["$ref"].removeprefix("#/$defs/")]
+    return schema
+
+
+def _duplicate(values: list[Any]) -> Any:
+    """The first item of `values` that an earlier one equals."""
+    return next((item for index, item in enumerate(values) if item in values[:index]), None)
+
+
 def _key(path) -> str:
     parts = []
     for part in path:
@@ -95,25 +135,39 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
     expected = error.validator_value
     if rule in ("additionalProperties", "unevaluatedProperties"):
         allowed = sorted(_properties(error.schema, root))
-        unknown = sorted(set(value) - set(allowed))
+        unknown = sorted(set(value) - set(allowed), key=str)
         return (
             f"{key + '.' if key != '<config>' else ''}{unknown[0]} = {value[unknown[0]]!r}: "
-            f"unknown key; allowed keys here: {', '.join(allowed)}"
+            f"unknown key{_suggestion(unknown[0], allowed)}; allowed keys here: "
+            f"{', '.join(allowed)}"
         )
     if rule == "required":
         missing = [name for name in expected if name not in value]
         return f"{key}: missing required key {missing[0]!r}"
     if rule == "enum":
-        return f"{key} = {value!r}: must be one of {', '.join(map(repr, expected))}"
+        return (
+            f"{key} = {value!r}: must be one of {', '.join(map(repr, expected))}"
+            f"{_suggestion(value, expected)}"
+        )
+    if rule == "pattern" and "propertyNames" in error.schema_path:
+        return (
+            f"{key}: the name {value!r} must match {expected} (a letter, then letters, digits or _)"
+        )
+    if rule in ("oneOf", "anyOf"):
+        kinds = [_type_text(_resolve(option, root).get("type", "?")) for option in expected]
+        return f"{key} = {value!r}: must be {' or '.join(kinds)}"
+    if rule == "type":
+        return f"{key} = {value!r}: must be {_type_text(expected)}"
+    if rule == "uniqueItems":
+        return f"{key} = {value!r}: must not contain duplicates ({_duplicate(value)!r} repeats)"
     allowed = {
-        "type": f"must be of type {expected}",
         "minimum": f"must be >= {expected}",
         "maximum": f"must be <= {expected}",
         "exclusiveMinimum": f"must be > {expected}",
         "exclusiveMaximum": f"must be < {expected}",
         "minItems": f"must have at least {expected} item(s)",
+        "minLength": f"must have at least {expected} character(s)",
         "minProperties": f"must define at least {expected} entry",
-        "uniqueItems": "must not contain duplicates",
         "pattern": f"must match {expected} (a letter, then letters, digits or _)",
     }.get(rule, error.message)
     return f"{key} = {value!r}: {allowed}"
@@ -148,6 +202,13 @@ def _check_dataset(name: str, dataset: dict[str, Any]) -> None:
             f"config error: datasets.{name}: missing required key 'image_size' (loader "
             "'imagefolder'), the side in pixels the images are resized and cropped to"
         )
+    if loader != "imagefolder":
+        for index, value in enumerate(dataset.get("classes", [])):
+            if value > 9:
+                raise ConfigError(
+                    f"config error: datasets.{name}.classes[{index}] = {value}: must be <= 9 "
+                    f"(loader {loader!r} has the 10 classes 0..9)"
+                )
     if source is None:
         dataset.setdefault("test_fraction", 0.2)
         held_out = dataset["val_fraction"] + dataset["test_fraction"]
@@ -164,12 +225,62 @@ def _check_dataset(name: str, dataset: dict[str, Any]) -> None:
             f"config error: datasets.{name}: missing required key 'root' (loader {loader!r}), "
             f"the folder with {_obtaining(source)}"
         )
-    if loader != "imagefolder":
-        for index, value in enumerate(dataset.get("classes", [])):
-            if value > 9:
+
+
+# Images per class (0..9) of scikit-learn's bundled digits (sklearn.datasets.load_digits), so that
+# the split sizes of digits and blockdigits are known without loading them.
+DIGITS_CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+
+
+def train_split_size(dataset: dict[str, Any]) -> tuple[int, bool, str] | None:
+    """The number of training images of a checked `dataset` config (defaults filled in) as
+    diffroar.data.dataset_splits draws them: (size, exact, how it follows from the config).
+
+    digits and blockdigits: exact, from the bundled digits' class counts and the fractions
+    (sklearn's train_test_split holds out ceil(fraction * n) images). A file-backed loader with
+    `train_size`: an upper bound, `train_size` less its validation share (its pool of training
+    images may be smaller). None when only the data files can tell.
+    """
+    val_fraction, train_size = dataset["val_fraction"], dataset.get("train_size")
+    if dataset["loader"] in ("digits", "blockdigits"):
+        default = None if dataset["loader"] == "digits" else [0, 1]
+        classes = dataset.get("classes", default)
+        total = sum(DIGITS_CLASS_COUNTS[c] for c in classes or range(10))
+        pool = total - math.ceil(dataset["test_fraction"] * total)
+        if train_size is not None and train_size < pool:
+            pool = train_size
+        size = pool - math.ceil(val_fraction / (1 - dataset["test_fraction"]) * pool)
+        which = f"of classes {', '.join(map(str, classes))}" if classes else "of all 10 classes"
+        how = (
+            f"{total} images {which}, less test_fraction {dataset['test_fraction']:g}"
+            f"{f', subset to train_size {train_size}' if pool == train_size else ''}"
+            f", less val_fraction {val_fraction:g}"
+        )
+        return size, True, how
+    if train_size is not None:
+        size = train_size - math.ceil(val_fraction * train_size)
+        return size, False, f"train_size {train_size} less val_fraction {val_fraction:g}"
+    return None
+
+
+def _check_batch_sizes(config: dict[str, Any]) -> None:
+    """Refuse a training or retraining batch larger than a training split whose size the config
+    tells (train_split_size)."""
+    for name in config["experiment"]["datasets"]:
+        split = train_split_size(config["datasets"][name])
+        if split is None:
+            continue
+        size, exact, how = split
+        for section in ("training", "retraining"):
+            batch_size = config[section]["batch_size"]
+            if batch_size > size:
+                split_of = f"the training split of dataset {name!r}"
+                what = (
+                    f"the number of images in {split_of}" if exact else f"the most {split_of} holds"
+                )
                 raise ConfigError(
-                    f"config error: datasets.{name}.classes[{index}] = {value}: must be <= 9 "
-                    f"(loader {loader!r} has the 10 classes 0..9)"
+                    f"config error: {section}.batch_size = {batch_size}: must be <= {size}, "
+                    f"{what} ({how})"
                 )
 
 
@@ -264,7 +375,7 @@ def _check_names(config: dict[str, Any], section: str, names: list[str], key: st
             defined = ", ".join(sorted(config[section]))
             raise ConfigError(
                 f"config error: {key}[{index}] = {name!r}: not defined under `{section}`; "
-                f"defined: {defined}"
+                f"defined: {defined}{_suggestion(name, config[section])}"
             )
 
 
@@ -324,7 +435,7 @@ def _canonical(value: Any) -> Any:
     reordered config file rerun nothing).
     """
     if isinstance(value, dict):
-        return {key: _canonical(value[key]) for key in sorted(value)}
+        return {key: _canonical(value[key]) for key in sorted(value, key=str)}
     if isinstance(value, list):
         return [_canonical(item) for item in value]
     if isinstance(value, str) and NUMBER.fullmatch(value):
@@ -366,6 +477,7 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
         raise ConfigError(
             f"config error: retraining.model = {retrain_model!r}: not defined under `models`; "
             f"defined: {', '.join(sorted(config['models']))}"
+            f"{_suggestion(retrain_model, config['models'])}"
         )
     for name, model in config["models"].items():
         _check_architecture(name, model)
@@ -385,6 +497,7 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
         )
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset)
+    _check_batch_sizes(config)
     texts = [format_k(k) for k in experiment["keep_fractions"]]
     for index, text in enumerate(texts):
         if texts.index(text) != index:

@@ -1,0 +1,413 @@
+"""Bad input through the real command line: `snakemake --cores 1` (not a dry run) with a bad config
+stops with one clear `config error:` line that names the key, the bad value and what is allowed,
+before any job runs, and leaves results/ exactly as it was.
+
+Every case runs in its own copy of a workflow whose results/ already holds real outputs (the tiny
+config's blockdigits store and its log, built once) and a file of the user's. A case is a YAML file
+merged over tests/data/tiny.yaml (a second --configfile) or `--config` overrides. Snakemake spends
+most of its start-up waiting (e.g. on the Slurm plugin's probes), so the selected cases run a few
+at a time, each test waiting for its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from workflow_helpers import copy_workflow, snakemake
+
+pytestmark = pytest.mark.workflow
+
+# cases that run at once (each mostly waits)
+PARALLEL = 4
+# data paths of the copies, relative to the working directory (none under results/)
+EMPTY_ROOT = "data/empty-mnist"
+FILE_ROOT = "data/mnist.tar.gz"
+MNIST_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    expected: list[str]  # substrings of the one `config error:` line
+    config: dict = field(default_factory=dict)  # merged over tiny.yaml
+    overrides: tuple[str, ...] = ()  # --config KEY=VALUE
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def mnist(**settings) -> dict:
+    """A config whose experiment uses one MNIST dataset `mnist` (files under `root`)."""
+    return {
+        "datasets": {"mnist": {"loader": "mnist", **settings}},
+        "experiment": {"datasets": ["mnist"]},
+    }
+
+
+CASES = [
+    # wrong types
+    Case(
+        "text where an integer belongs",
+        ["training.epochs = 'three'", "must be an integer"],
+        {"training": {"epochs": "three"}},
+    ),
+    Case(
+        "a fraction where an integer belongs",
+        ["retraining.batch_size = 32.5", "must be an integer"],
+        {"retraining": {"batch_size": 32.5}},
+    ),
+    Case(
+        "a list where a mapping belongs",
+        ["models = ['tiny_standard']", "must be a mapping"],
+        {"models": ["tiny_standard"]},
+    ),
+    Case(
+        "a number where a list belongs",
+        ["experiment.keep_fractions = 0.1", "must be a list"],
+        {"experiment": {"keep_fractions": 0.1}},
+    ),
+    Case(
+        "text where true or false belongs",
+        ["datasets.mnist.download = 'yes'", "must be true or false"],
+        mnist(root=EMPTY_ROOT, download="yes"),
+    ),
+    Case(
+        "models neither a list nor a mapping",
+        ["experiment.models = 3", "must be a list or a mapping"],
+        {"experiment": {"models": 3}},
+    ),
+    # unknown keys, with the close match suggested
+    Case(
+        "typo keep_fracions",
+        [
+            "experiment.keep_fracions = [0.1]",
+            "unknown key (did you mean 'keep_fractions'?)",
+            "allowed keys here: base_seeds, datasets, imputations, keep_fractions",
+        ],
+        {"experiment": {"keep_fracions": [0.1]}},
+    ),
+    Case(
+        "typo of a section",
+        ["trainng = {'epochs': 3}", "unknown key (did you mean 'training'?)", "retraining"],
+        {"trainng": {"epochs": 3}},
+    ),
+    Case(
+        "typo of a retraining key",
+        ["retraining.epoch = 3", "unknown key (did you mean 'epochs'?)", "group_seeds, learning"],
+        {"retraining": {"epoch": 3}},
+    ),
+    Case(
+        "typo of a model option",
+        [
+            "models.tiny_standard.hiden_sizes = [8]",
+            "(did you mean 'hidden_sizes'?)",
+            "architecture, channels, gradcam_layer, hidden_sizes, training",
+        ],
+        {"models": {"tiny_standard": {"hiden_sizes": [8]}}},
+    ),
+    # unknown names
+    Case(
+        "unknown dataset",
+        [
+            "experiment.datasets[0] = 'blockdigit'",
+            "not defined under `datasets`; defined: blockdigits, digits",
+            "(did you mean 'blockdigits'?)",
+        ],
+        {"experiment": {"datasets": ["blockdigit"]}},
+    ),
+    Case(
+        "unknown method",
+        ["experiment.methods[1] = 'lime'", "must be one of 'gradient'", "'sobel'"],
+        {"experiment": {"methods": ["gradient", "lime"]}},
+    ),
+    Case(
+        "misspelt method",
+        ["experiment.methods[0] = 'gradeint'", "must be one of", "(did you mean 'gradient'?)"],
+        {"experiment": {"methods": ["gradeint"]}},
+    ),
+    Case(
+        "unknown model",
+        [
+            "experiment.models[1] = 'tiny_linf'",
+            "not defined under `models`; defined: mlp_linf, mlp_standard, tiny_l2, tiny_standard",
+        ],
+        {"experiment": {"models": ["tiny_standard", "tiny_linf"]}},
+    ),
+    Case(
+        "unknown imputation",
+        [
+            "experiment.imputations[0] = 'blur'",
+            "must be one of 'mean', 'channel_mean', 'noisy_linear'",
+        ],
+        {"experiment": {"imputations": ["blur"]}},
+    ),
+    Case(
+        "unknown loader",
+        [
+            "datasets.blockdigits.loader = 'blockdigitz'",
+            "must be one of 'digits', 'blockdigits', 'mnist'",
+            "(did you mean 'blockdigits'?)",
+        ],
+        {"datasets": {"blockdigits": {"loader": "blockdigitz"}}},
+    ),
+    Case(
+        "unknown architecture",
+        ["models.tiny_standard.architecture = 'vgg16'", "must be one of 'mlp', 'cnn', 'resnet18'"],
+        {"models": {"tiny_standard": {"architecture": "vgg16"}}},
+    ),
+    Case(
+        "unknown retraining model",
+        [
+            "retraining.model = 'resnet'",
+            "not defined under `models`; defined: mlp_linf, mlp_standard, tiny_l2, tiny_standard",
+        ],
+        {"retraining": {"model": "resnet"}},
+    ),
+    Case(
+        "model name with a hyphen",
+        ["models: the name 'tiny-cnn'", "must match", "a letter, then letters, digits or _"],
+        {"models": {"tiny-cnn": {"architecture": "cnn"}}},
+    ),
+    # keep fractions outside (0, 1] or repeated
+    Case(
+        "k zero",
+        ["experiment.keep_fractions[0] = 0", "must be > 0"],
+        {"experiment": {"keep_fractions": [0, 0.5]}},
+    ),
+    Case(
+        "k above one",
+        ["experiment.keep_fractions[1] = 1.5", "must be <= 1"],
+        {"experiment": {"keep_fractions": [0.5, 1.5]}},
+    ),
+    Case(
+        "k negative",
+        ["experiment.keep_fractions[0] = -0.1", "must be > 0"],
+        {"experiment": {"keep_fractions": [-0.1]}},
+    ),
+    Case(
+        "k duplicated",
+        [
+            "experiment.keep_fractions = [0.1, 0.5, 0.1]",
+            "must not contain duplicates (0.1 repeats)",
+        ],
+        {"experiment": {"keep_fractions": [0.1, 0.5, 0.1]}},
+    ),
+    Case(
+        "k duplicated in paths",
+        ["experiment.keep_fractions[1] = 0.50000000001", "duplicates keep fraction 0.5"],
+        {"experiment": {"keep_fractions": [0.5, 0.50000000001]}},
+    ),
+    # numbers out of range
+    Case(
+        "negative eps",
+        ["models.tiny_l2.training.eps = -0.5", "must be > 0"],
+        {"models": {"tiny_l2": {"training": {"eps": -0.5}}}},
+    ),
+    Case(
+        "zero epochs",
+        ["training.epochs = 0", "must be >= 1"],
+        overrides=("training={epochs: 0}",),
+    ),
+    Case(
+        "negative retraining epochs",
+        ["retraining.epochs = -2", "must be >= 1"],
+        {"retraining": {"epochs": -2}},
+    ),
+    Case(
+        "negative seed",
+        ["experiment.retrain_seeds[1] = -1", "must be >= 0"],
+        overrides=("experiment={retrain_seeds: [0, -1]}",),
+    ),
+    Case(
+        "negative split seed",
+        ["datasets.blockdigits.split_seed = -3", "must be >= 0"],
+        {"datasets": {"blockdigits": {"split_seed": -3}}},
+    ),
+    Case(
+        "held-out fractions leave no training images",
+        ["datasets.blockdigits.val_fraction + test_fraction = 1", "must be < 1"],
+        {"datasets": {"blockdigits": {"val_fraction": 0.5, "test_fraction": 0.5}}},
+    ),
+    Case(
+        "too many gallery images",
+        ["figures.gallery_images = 100", "must be <= 32"],
+        {"figures": {"gallery_images": 100}},
+    ),
+    # batches larger than the training set
+    Case(
+        "batch larger than the training split",
+        [
+            "training.batch_size = 1000",
+            "must be <= 234",
+            "training split of dataset 'blockdigits'",
+            "360 images of classes 0, 1",
+        ],
+        overrides=("training={batch_size: 1000}",),
+    ),
+    Case(
+        "retraining batch larger than the training split",
+        ["retraining.batch_size = 235", "must be <= 234", "dataset 'blockdigits'"],
+        {"retraining": {"batch_size": 235}},
+    ),
+    Case(
+        "batch larger than train_size allows",
+        ["training.batch_size = 64", "must be <= 42", "train_size 50 less val_fraction 0.15"],
+        mnist(root=EMPTY_ROOT, train_size=50),
+    ),
+    # classes
+    Case(
+        "empty class list",
+        ["datasets.blockdigits.classes = []", "must have at least 2 item(s)"],
+        {"datasets": {"blockdigits": {"classes": []}}},
+    ),
+    Case(
+        "digit class above 9",
+        ["datasets.blockdigits.classes[1] = 12", "must be <= 9", "the 10 classes 0..9"],
+        {"datasets": {"blockdigits": {"classes": [0, 12]}}},
+    ),
+    # incompatible combinations
+    Case(
+        "gradcam with an mlp",
+        [
+            "experiment.methods = ['gradient', 'gradcam']",
+            "gradcam needs convolutional layers",
+            "model 'tiny_standard' is an 'mlp'",
+            "cnn or resnet18",
+        ],
+        {"experiment": {"methods": ["gradient", "gradcam"]}},
+    ),
+    Case(
+        "root for bundled digits",
+        ["datasets.blockdigits.root = 'data'", "not used by loader 'blockdigits'"],
+        {"datasets": {"blockdigits": {"root": "data"}}},
+    ),
+    Case(
+        "imagefolder without image_size",
+        ["datasets.folder: missing required key 'image_size'", "loader 'imagefolder'"],
+        {
+            "datasets": {"folder": {"loader": "imagefolder", "root": EMPTY_ROOT}},
+            "experiment": {"datasets": ["folder"]},
+        },
+    ),
+    # data files, checked when the run starts (onstart), before the first job
+    Case(
+        "mnist root without files",
+        [
+            f"datasets.mnist.root = '{EMPTY_ROOT}'",
+            f"lacks {MNIST_FILES}",
+            "dataset 'mnist' needs mnist's files",
+            "set `download: true`",
+        ],
+        mnist(root=EMPTY_ROOT),
+    ),
+    Case(
+        "mnist root that is a file",
+        [f"datasets.mnist.root = '{FILE_ROOT}'", "is a file, not a folder", MNIST_FILES],
+        mnist(root=FILE_ROOT),
+    ),
+    Case(
+        "mnist root that does not exist",
+        ["datasets.mnist.root = 'data/nowhere'", "does not exist", MNIST_FILES],
+        mnist(root="data/nowhere"),
+    ),
+]
+
+# Lines Snakemake prints when it starts or finishes a job.
+JOB_LINES = re.compile(
+    r"^\s*(local)?(rule|checkpoint) \w+:|^\s*jobid: |Finished job|Execute \d+ jobs", re.M
+)
+
+
+def tree_state(root: Path) -> dict[str, tuple[str, int] | str]:
+    """Relative path -> (sha256, size) of every file under `root`, 'dir' for every folder."""
+    return {
+        str(path.relative_to(root)): (
+            (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
+            if path.is_file()
+            else "dir"
+        )
+        for path in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A copy of the workflow whose results/ holds real outputs (the blockdigits store of the tiny
+    config, with Snakemake's metadata, and its log) and a file of the user's, plus the data paths
+    of the cases."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("prepared"))
+    snakemake(workdir, "--cores", "1", "results/data/blockdigits.zarr")
+    (workdir / "results" / "notes").mkdir()
+    (workdir / "results" / "notes" / "readme.txt").write_text("kept by the user\n")
+    (workdir / EMPTY_ROOT).mkdir(parents=True)
+    (workdir / FILE_ROOT).write_bytes(b"not a folder")
+    return workdir
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    output: str
+    before: dict
+    after: dict
+
+
+def run_case(case: Case, prepared: Path, workdir: Path) -> Outcome:
+    shutil.copytree(prepared, workdir, symlinks=True)
+    args = ["--cores", "1"]
+    if case.config:
+        (workdir / "bad.yaml").write_text(yaml.safe_dump(case.config))
+        args = ["--configfile", "tiny.yaml", "bad.yaml", *args]
+    if case.overrides:
+        args += ["--config", *case.overrides]
+    before = tree_state(workdir / "results")
+    result = snakemake(workdir, *args, check=False, config=None if case.config else "tiny.yaml")
+    return Outcome(
+        result.returncode, result.stdout + result.stderr, before, tree_state(workdir / "results")
+    )
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, prepared, tmp_path_factory):
+    """Case name -> future Outcome, for the cases selected in this session, run a few at a time."""
+    selected = {
+        item.callspec.params["case"].name: item.callspec.params["case"]
+        for item in request.session.items
+        if item.module is request.module
+        and hasattr(item, "callspec")
+        and "case" in item.callspec.params
+    }
+    root = tmp_path_factory.mktemp("cases")
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        yield {
+            name: pool.submit(run_case, case, prepared, root / f"case{index}")
+            for index, (name, case) in enumerate(selected.items())
+        }
+
+
+def test_cases_are_many_and_distinct():
+    names = [case.name for case in CASES]
+    assert len(names) >= 24 and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_input_stops_with_one_message_before_any_job(case, outcomes):
+    outcome = outcomes[case.name].result()
+    output = outcome.output
+    assert outcome.returncode != 0, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if "config error" in line]
+    assert len(errors) == 1, output
+    assert errors[0].startswith("config error: "), output
+    for fragment in case.expected:
+        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+    assert not JOB_LINES.search(output), output
+    assert outcome.after == outcome.before
+    assert any(path.startswith("data/blockdigits.zarr/") for path in outcome.before)
