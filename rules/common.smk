@@ -192,8 +192,13 @@ def retrain_model(wildcards):
 
 
 def retraining_settings():
-    """The `retraining` section without its `model`: the optimisation settings."""
-    return {key: value for key, value in config["retraining"].items() if key != "model"}
+    """The `retraining` section without `model` and `group_seeds`: the optimisation settings
+    (how seeds are grouped into jobs changes no model)."""
+    return {
+        key: value
+        for key, value in config["retraining"].items()
+        if key not in ("model", "group_seeds")
+    }
 
 
 def attribution_settings(wildcards):
@@ -222,7 +227,7 @@ def train_fingerprint(wildcards):
     )
 
 
-def retrain_fingerprint(wildcards):
+def retrain_fingerprint(wildcards, rseed):
     """Fingerprint of everything in the config that a retrained model depends on."""
     return config_fingerprint(
         train_fingerprint(wildcards),
@@ -234,5 +239,19 @@ def retrain_fingerprint(wildcards):
         wildcards.k,
         retrain_model(wildcards),
         retraining_settings(),
-        int(wildcards.rseed),
+        rseed,
     )
+
+
+def job_retrain_seeds(wildcards):
+    """The retrain seeds of one retrain job: its `rseed`, or every one with group_seeds."""
+    if "rseed" in wildcards.keys():
+        return [int(wildcards.rseed)]
+    return list(EXPERIMENT["retrain_seeds"])
+
+
+def retrain_fingerprints(wildcards):
+    """The fingerprint of each retrained model of one retrain job, in seed order."""
+    return [
+        retrain_fingerprint(wildcards, rseed) for rseed in job_retrain_seeds(wildcards)
+    ]
