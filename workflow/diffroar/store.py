@@ -55,13 +55,16 @@ def new_store(path: str | Path, attributes: dict[str, Any]) -> Iterator[zarr.Gro
         yield create_store(temporary, attributes)
 
 
-def create_empty(group: zarr.Group, name: str, shape: tuple[int, ...], dtype) -> zarr.Array:
+def create_empty(
+    group: zarr.Group, name: str, shape: tuple[int, ...], dtype, shuffle: str | None = None
+) -> zarr.Array:
     """An array `group[name]` chunked along axis 0, zstd-compressed and checksummed, to be filled
-    by blocks."""
+    by blocks. Blosc's `shuffle` defaults to bitshuffle for multi-byte values (best for
+    continuous ones such as attributions); masked images pass "noshuffle" (see diffroar.mask)."""
     dtype = np.dtype(dtype)
-    compressor = BloscCodec(
-        cname="zstd", clevel=5, shuffle="bitshuffle" if dtype.itemsize > 1 else "shuffle"
-    )
+    if shuffle is None:
+        shuffle = "bitshuffle" if dtype.itemsize > 1 else "shuffle"
+    compressor = BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
     chunks = (_chunk_rows(shape, dtype), *shape[1:])
     return group.create_array(
         name,
