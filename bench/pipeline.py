@@ -1,0 +1,118 @@
+"""4. Pipeline overhead: how much of a run's wall time its jobs spend on their own work.
+
+The default experiment (config.yaml) runs from an empty results tree in a copy of the workflow
+with `snakemake --cores <this machine's CPUs>`, once with one retrain job per seed and once with
+`retraining.group_seeds` (every seed of a masked dataset in one job), one after the other. Every
+job logs at exit its start-up (interpreter, Snakemake's script preamble, imports: from process
+creation until diffroar.runtime.setup_job) and its work (from there to exit) and its threads.
+
+Over the run's capacity, cores x wall seconds: the work share is the sum of threads x work
+seconds; start-up is the same sum of start-up seconds; the rest is Snakemake's own time
+(parsing, DAG, scheduling, launching processes) and cores left idle by the DAG's dependencies.
+Overhead = 1 - work share.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from .common import Row, copy_workflow, planned_jobs, snakemake
+
+TARGET = 0.30
+JOB_TIMES = re.compile(r"job times: ([\d.]+) s start-up, ([\d.]+) s work, (\d+) threads")
+# quick: one dataset, one model, one method, one k, two retrain seeds, three epochs
+QUICK = {
+    "experiment": {
+        "datasets": ["blockdigits"],
+        "models": ["mlp_standard"],
+        "methods": ["gradient"],
+        "keep_fractions": [0.2],
+        "retrain_seeds": [0, 1],
+    },
+    "training": {"epochs": 3},
+    "retraining": {"epochs": 3},
+}
+
+
+def job_times(results: Path) -> list[tuple[str, float, float, int]]:
+    """(rule, start-up s, work s, threads) of every job that logged them under `results`/logs
+    (logs/<rule>/...)."""
+    found = []
+    for log in (results / "logs").rglob("*.log"):
+        rule = log.relative_to(results / "logs").parts[0]
+        for start, work, threads in JOB_TIMES.findall(log.read_text()):
+            found.append((rule, float(start), float(work), int(threads)))
+    return found
+
+
+def measure(quick: bool, group_seeds: bool) -> dict[str, float]:
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = copy_workflow(Path(folder))
+        config = QUICK if quick else {}
+        config = {
+            **config,
+            "retraining": {**config.get("retraining", {}), "group_seeds": group_seeds},
+        }
+        (workdir / "bench.yaml").write_text(yaml.safe_dump(config))
+        started = time.perf_counter()
+        result = snakemake(workdir, "--cores", str(cores), "--configfile", "bench.yaml")
+        wall = time.perf_counter() - started
+        jobs = planned_jobs(result.stdout + result.stderr) - 1  # less the target rule `all`
+        times = job_times(workdir / "results")
+    if len(times) != jobs:
+        raise RuntimeError(f"{jobs} jobs ran but {len(times)} logged their times")
+    capacity = cores * wall
+    retrains = [(start, work) for rule, start, work, _ in times if rule == "retrain"]
+    return {
+        "wall": wall,
+        "jobs": jobs,
+        "cores": cores,
+        "work": sum(work * threads for _, _, work, threads in times) / capacity,
+        "startup": sum(start * threads for _, start, _, threads in times) / capacity,
+        "retrain_startup": statistics.median(start for start, _ in retrains),
+        "retrain_work": statistics.median(work for _, work in retrains),
+    }
+
+
+def run(quick: bool) -> list[Row]:
+    rows = []
+    plain = measure(quick, group_seeds=False)
+    grouped = measure(quick, group_seeds=True)
+    name = "tiny cut of config.yaml" if quick else "config.yaml"
+    for label, figures in (("one job per retrain seed", plain), ("group_seeds", grouped)):
+        overhead = 1 - figures["work"]
+        rows.append(
+            Row(
+                "pipeline overhead",
+                f"{name}, {label}: overhead share of wall",
+                overhead,
+                "share",
+                target=f"< {TARGET:.0%}",
+                met=overhead < TARGET,
+                note=f"{figures['jobs']} jobs, {figures['wall']:.0f} s wall on "
+                f"{figures['cores']} cores; of cores x wall: work {figures['work']:.0%}, "
+                f"job start-up {figures['startup']:.0%}, Snakemake and idle cores "
+                f"{1 - figures['work'] - figures['startup']:.0%}; median retrain job "
+                f"{figures['retrain_startup']:.1f} s start-up, {figures['retrain_work']:.1f} s "
+                "work",
+            )
+        )
+    rows.append(
+        Row(
+            "pipeline overhead",
+            f"{name}: wall, group_seeds against one job per seed",
+            grouped["wall"],
+            "s",
+            baseline=plain["wall"],
+            ratio=grouped["wall"] / plain["wall"],
+        )
+    )
+    return rows

@@ -1,0 +1,66 @@
+"""The benchmark harness in its small form (`python -m bench --quick`): every benchmark runs,
+measures something real and writes the summary the README's table comes from."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from workflow_helpers import REPO
+
+pytestmark = pytest.mark.workflow
+
+BENCHMARKS = {
+    "training throughput",
+    "attribution throughput",
+    "masking throughput",
+    "bytes on disk",
+    "pipeline overhead",
+    "DAG scaling",
+    "CPU efficiency",
+}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    output = tmp_path_factory.mktemp("bench") / "summary.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(output.read_text()), result.stdout
+
+
+def test_every_benchmark_reports_finite_measurements(quick):
+    summary, printed = quick
+    rows = summary["rows"]
+    assert {row["benchmark"] for row in rows} == BENCHMARKS
+    for row in rows:
+        assert math.isfinite(row["value"]) and row["value"] > 0, row
+        if row["baseline"] is not None:
+            assert math.isclose(row["ratio"], row["value"] / row["baseline"]), row
+        assert (row["target"] is None) == (row["met"] is None), row
+    assert printed.count("\n| ") == len(rows) + 1  # header and one line per row
+    assert summary["machine"]["cpus"] >= 1 and summary["quick"] is True
+
+
+def test_every_attribution_method_and_target_is_measured(quick):
+    from diffroar.saliency import METHODS
+
+    rows = quick[0]["rows"]
+    measured = {r["case"] for r in rows if r["benchmark"] == "attribution throughput"}
+    assert measured == {f"cnn {name}" for name in METHODS} | {
+        f"mlp {name}" for name in METHODS if name != "gradcam"
+    }
+    targets = {r["case"]: r["target"] for r in rows if r["target"]}
+    assert targets["mlp, batch 64"] == ">= 3x"
+    assert targets["mlp gradient"] == targets["cnn gradient"] == ">= 10x"
+    overhead = [r for r in rows if r["benchmark"] == "pipeline overhead" and r["unit"] == "share"]
+    assert len(overhead) == 2 and all(0 < r["value"] < 1 for r in overhead)
