@@ -39,7 +39,8 @@ def synthetic_config(keep_fractions: int, retrain_seeds: int) -> dict:
             "keep_fractions": np.round(np.linspace(0.02, 0.98, keep_fractions), 4).tolist(),
             "base_seeds": [0],
             "retrain_seeds": list(range(retrain_seeds)),
-        }
+        },
+        "retraining": {"group_seeds": False},  # one job per retrain seed, as SIZES counts
     }
 
 

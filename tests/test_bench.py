@@ -62,5 +62,7 @@ def test_every_attribution_method_and_target_is_measured(quick):
     targets = {r["case"]: r["target"] for r in rows if r["target"]}
     assert targets["mlp, batch 64"] == ">= 3x"
     assert targets["mlp gradient"] == targets["cnn gradient"] == ">= 10x"
+    dag = sorted(int(r["case"].split()[2]) for r in rows if r["case"].endswith("jobs up to date"))
+    assert 100 <= dag[0] <= 120 and 1000 <= dag[1] <= 1050  # the synthetic sizes, ungrouped
     overhead = [r for r in rows if r["benchmark"] == "pipeline overhead" and r["unit"] == "share"]
     assert len(overhead) == 2 and all(0 < r["value"] < 1 for r in overhead)
