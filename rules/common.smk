@@ -1,10 +1,20 @@
 # Paths, targets and per-rule params. Rules hold wiring only; the work is in workflow/diffroar.
-from diffroar.config import BLOCK_LOADERS, experiment_models, format_k, method_settings
+from diffroar.config import (
+    BLOCK_LOADERS,
+    CONTROL_METHODS,
+    MASK_ONLY,
+    experiment_models,
+    format_k,
+    method_settings,
+)
 from diffroar.provenance import code_fingerprint, config_fingerprint
 from diffroar.resources import SCALED, base_resources, for_attempt
 
 EXPERIMENT = config["experiment"]
 ORDERS = ["top", "bottom"]
+# The imputations that fill the removed coordinates: every one but the mask-only control, which
+# has no retrain-free curve (the base model never saw binary masks).
+FILLS = [name for name in EXPERIMENT["imputations"] if name != MASK_ONLY]
 
 
 wildcard_constraints:
@@ -125,7 +135,7 @@ def noretrain_masked(wildcards):
         model=wildcards.model,
         seed=wildcards.seed,
         method=EXPERIMENT["methods"],
-        imputation=EXPERIMENT["imputations"],
+        imputation=FILLS,
         order=ORDERS,
         k=[format_k(k) for k in EXPERIMENT["keep_fractions"]],
     )
@@ -225,6 +235,23 @@ def train_fingerprint(wildcards):
         config["training"],
         int(wildcards.seed),
     )
+
+
+def attribution_fingerprint(wildcards):
+    """Fingerprint of what one saliency store's values depend on. Stores with equal fingerprints
+    hold the same attributions, so their masks and retrained models are the same runs: the
+    controls ignore the model (`random` draws per base seed, `sobel` reads the image alone), and
+    the tables count such runs once."""
+    identity = [
+        dataset_config(wildcards),
+        wildcards.method,
+        attribution_settings(wildcards),
+    ]
+    if wildcards.method == "random":
+        identity.append(int(wildcards.seed))
+    elif wildcards.method not in CONTROL_METHODS:
+        identity.append(train_fingerprint(wildcards))
+    return config_fingerprint(*identity)
 
 
 def retrain_fingerprint(wildcards, rseed):

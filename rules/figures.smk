@@ -13,7 +13,7 @@ rule figure_methods:
     conda:
         "../envs/diffroar.yaml"
     params:
-        imputation=EXPERIMENT["imputations"][0],
+        imputations=FILLS,
         code=code_fingerprint("figures"),
     script:
         "../workflow/scripts/figure_methods.py"
@@ -55,7 +55,7 @@ rule figure_noretrain:
     conda:
         "../envs/diffroar.yaml"
     params:
-        imputation=EXPERIMENT["imputations"][0],
+        imputation=FILLS[0],
         code=code_fingerprint("figures"),
     script:
         "../workflow/scripts/figure_noretrain.py"

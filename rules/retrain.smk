@@ -33,6 +33,7 @@ if config["retraining"]["group_seeds"]:
             retraining=retraining_settings(),
             seeds=job_retrain_seeds,
             fingerprints=retrain_fingerprints,
+            attribution_fingerprint=attribution_fingerprint,
             code=code_fingerprint("retrain"),
         script:
             "../workflow/scripts/retrain.py"
@@ -60,6 +61,7 @@ else:
             retraining=retraining_settings(),
             seeds=job_retrain_seeds,
             fingerprints=retrain_fingerprints,
+            attribution_fingerprint=attribution_fingerprint,
             code=code_fingerprint("retrain"),
         script:
             "../workflow/scripts/retrain.py"

@@ -137,6 +137,11 @@ def _rename_model(old, new):
 # value, what is allowed)
 BAD_CONFIGS = [
     (
+        "the mask-only control alone",
+        _set("experiment", "imputations", ["mask_only"]),
+        ["experiment.imputations", "'mask_only'", "mean, channel_mean, noisy_linear"],
+    ),
+    (
         "unknown loader",
         _set("datasets", "digits", "loader", "cifar100"),
         ["datasets.digits.loader", "'cifar100'", "'digits'", "'blockdigits'", "'mnist'"],

@@ -86,7 +86,7 @@ def test_channel_mean_fills_each_channel_with_its_mean():
         assert np.all(out[:, channel][removed] == np.float32(mean))
 
 
-@pytest.mark.parametrize("name", IMPUTATIONS)
+@pytest.mark.parametrize("name", [name for name in IMPUTATIONS if name != "mask_only"])
 def test_nothing_removed_returns_the_images(name):
     images, _ = batch()
     out = run(images, np.ones(images.shape, dtype=bool), name, noise=0.1)

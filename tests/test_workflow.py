@@ -170,6 +170,17 @@ def test_adding_an_imputation_reruns_only_its_masks_and_what_follows(copy_of_fin
     assert {"train", "saliency", "data", "localization"}.isdisjoint(jobs)
 
 
+def test_adding_the_mask_only_control_reruns_only_its_masks_retrains_and_tables(copy_of_finished):
+    set_config(copy_of_finished, experiment={"imputations": [*IMPUTATIONS, "mask_only"]})
+    jobs = planned_jobs(copy_of_finished)
+    per_mask = len(MODELS) * len(METHODS) * len(KS) * ORDERS  # once per mask, not per imputation
+    assert jobs["mask"] == per_mask and jobs["retrain"] == per_mask
+    assert jobs["metrics"] == 1 and jobs["figure_methods"] == 1
+    # the base models never saw binary masks: no retrain-free rows for the control
+    assert {"train", "saliency", "data", "localization", "noretrain"}.isdisjoint(jobs)
+    assert {"figure_noretrain", "figure_attributions"}.isdisjoint(jobs)
+
+
 def test_changing_the_imputation_noise_reruns_only_noisy_linear(copy_of_finished):
     set_config(copy_of_finished, masking={"noise": 0.05})
     jobs = planned_jobs(copy_of_finished)

@@ -47,6 +47,10 @@ NOISE_METHODS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 SEEDED_METHODS = ("random", *NOISE_METHODS)
 # Methods that never look at the model.
 CONTROL_METHODS = ("random", "sobel")
+
+# The pseudo-imputation of the mask-leakage control (diffroar.imputation): the retrained model sees
+# the keep-mask alone. It has no retrain-free curve and is not a fill to compare methods with.
+MASK_ONLY = "mask_only"
 # Loaders that build BlockMNIST-style datasets (signal block + null block): localization applies.
 BLOCK_LOADERS = ("blockdigits", "blockmnist", "blockmnist_top", "blockfashion")
 
@@ -494,6 +498,11 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
         raise ConfigError(
             "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
             "only 'logit' (Captum's DeepLift has no rule for the cross-entropy)"
+        )
+    if experiment["imputations"] == [MASK_ONLY]:
+        raise ConfigError(
+            "config error: experiment.imputations = ['mask_only']: mask_only is the control of "
+            "the other imputations; list one of mean, channel_mean, noisy_linear beside it"
         )
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset)

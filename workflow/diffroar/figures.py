@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .config import MASK_ONLY  # noqa: E402
 from .metrics import noretrain_diffroar  # noqa: E402
 from .runtime import atomic_output, log  # noqa: E402
 from .store import open_store  # noqa: E402
@@ -69,27 +70,54 @@ def _finish(axes: list, title: str, ylabel: str = "DiffROAR") -> None:
     axes[0].figure.suptitle(title, fontsize="medium")
 
 
-def plot_methods(table_path: str, out_path: str, dataset: str, imputation: str) -> None:
-    """DiffROAR vs k with `imputation`: a panel per model, a line per method, 95% bands."""
+def plot_methods(table_path: str, out_path: str, dataset: str, imputations: list[str]) -> None:
+    """DiffROAR vs k: a row of panels per imputation of `imputations`, a panel per model, a line
+    per method with its 95% band; where the table has the mask-only control, each method's
+    mask-only DiffROAR is drawn dashed in the same colour, so the gap between the two is what the
+    kept values add beyond the mask's shape."""
     table = pd.read_parquet(table_path).sort_values("keep_fraction")
-    table = table[table["imputation"] == imputation]
+    control = table[table["imputation"] == MASK_ONLY]
+    table = table[table["imputation"].isin(imputations)]
     methods = sorted(table["method"].unique())
     colours = _colours(methods)
     models = sorted(table["model"].unique())
-    figure, axes = _panels(len(models))
-    for axis, model in zip(axes, models, strict=True):
-        for i, method in enumerate(methods):
-            rows = table[(table["model"] == model) & (table["method"] == method)]
-            style = {"color": colours[method], "marker": MARKERS[i % len(MARKERS)]}
-            _curve(axis, rows, method, style)
-        axis.set_title(model, fontsize="small")
+    figure, grid = plt.subplots(
+        len(imputations), len(models), figsize=(4.2 * len(models), 3.4 * len(imputations)),
+        sharex=True, sharey=True, squeeze=False,
+    )  # fmt: skip
+    for row, imputation in zip(grid, imputations, strict=True):
+        for axis, model in zip(row, models, strict=True):
+            for i, method in enumerate(methods):
+                rows = table[
+                    (table["model"] == model)
+                    & (table["method"] == method)
+                    & (table["imputation"] == imputation)
+                ]
+                style = {"color": colours[method], "marker": MARKERS[i % len(MARKERS)]}
+                _curve(axis, rows, method, style)
+                alone = control[(control["model"] == model) & (control["method"] == method)]
+                if len(alone):
+                    axis.plot(
+                        alone["keep_fraction"],
+                        alone["diffroar"],
+                        color=colours[method],
+                        linestyle="--",
+                        linewidth=1,
+                        label=f"{method}: mask only",
+                    )
+            axis.set_title(f"{model}, {imputation}", fontsize="small")
+    axes = list(grid.flat)
     axes[-1].legend(fontsize="x-small", ncol=2)
+    intervals = ", ".join(sorted(set(table.get("interval_over", pd.Series(dtype=str)))))
     runs = int(table["n_runs"].min()) if len(table) else 0
     _finish(
         axes,
-        f"DiffROAR = acc(top-k) − acc(bottom-k) on {dataset}, {imputation} imputation "
-        f"(bands: 95% interval over {runs} seed pairs)",
+        f"DiffROAR = acc(top-k) − acc(bottom-k) on {dataset}; dashed: the same masks with no "
+        f"pixel values (mask only)\n(bands: 95% intervals over {intervals or 'seed pairs'}; "
+        f"at least {runs} runs each)",
     )
+    for axis in grid[:-1].flat:
+        axis.set_xlabel("")
     _save(figure, out_path)
 
 

@@ -1,5 +1,11 @@
 """Fill the removed coordinates of masked images: the training mean, the per-channel training mean,
-or ROAD's noisy linear imputation.
+or ROAD's noisy linear imputation; or, as the control `mask_only`, replace the whole image by its
+binary keep-mask.
+
+`mask_only` is the mask-leakage control (ROAD measures the same leak with a classifier on the mask
+alone): the image becomes 1.0 where a coordinate is kept and 0.0 where it is removed, no pixel
+value left. A model retrained on it can only read the mask's shape, so its accuracy is what the
+shape alone gives away about the label. It depends on the ranking, k and order, not on any fill.
 
 Noisy linear imputation follows Rong et al. 2022 ("A Consistent and Efficient Evaluation Strategy
 for Attribution Methods", the ROAD reference code): every channel plane (H, W) of every image is
@@ -32,7 +38,10 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
-IMPUTATIONS = ("mean", "channel_mean", "noisy_linear")
+IMPUTATIONS = ("mean", "channel_mean", "noisy_linear", "mask_only")
+# The pseudo-imputation that keeps only the mask (module docstring): not a fill of the image, so the
+# retrain-free evaluation of the unchanged base model does not apply to it.
+MASK_ONLY = "mask_only"
 
 # Planes are solved in block-diagonal systems of about this many unknowns (module docstring).
 UNKNOWNS_PER_SOLVE = 8192
@@ -61,7 +70,8 @@ def impute(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Float32 copy of `images` (N, C, H, W) whose coordinates where `keep` (same shape, bool) is
-    False are filled by `imputation`; kept coordinates are returned unchanged. `pixel_mean` and
+    False are filled by `imputation`; kept coordinates are returned unchanged, except with
+    'mask_only', which returns `keep` itself as float32 (1 kept, 0 removed). `pixel_mean` and
     `channel_mean` (length C) are training-split means in [0, 1] scale; `noise` and `rng` are only
     used by 'noisy_linear'."""
     if imputation not in IMPUTATIONS:
@@ -76,6 +86,8 @@ def impute(
         raise ValueError(
             f"channel_mean has {len(channel_mean)} values, images {images.shape[1]} channels"
         )
+    if imputation == MASK_ONLY:
+        return keep.astype(np.float32)
     out = images.astype(np.float32, copy=True)
     removed = ~keep
     if imputation == "mean":

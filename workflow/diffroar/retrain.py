@@ -35,10 +35,14 @@ def run_retrain(
     retraining_cfg: dict[str, Any],
     retrain_seeds: list[int],
     config_fingerprints: list[str],
+    attribution_fingerprint: str,
 ) -> None:
     """Retrain a `model_cfg` model on the masked store at `masked_path` once per seed of
     `retrain_seeds`, one after another, writing each seed's (checkpoint, metrics JSON) paths of
     `outputs`; the metrics describe the base model, `base_model_cfg`, and the retrained one.
+    `attribution_fingerprint` identifies the attributions the masks came from (equal for runs
+    whose masks are the same, e.g. of a control that ignores the model): the tables count such
+    runs once.
 
     The store is read once. Every seed starts from the same state as in a job of its own (torch
     seeded, then a fresh model), so grouping seeds in one job changes no number."""
@@ -83,6 +87,7 @@ def run_retrain(
             "keep_fraction": masking["keep_fraction"],
             "retrain_seed": retrain_seed,
             "config_fingerprint": fingerprint,
+            "attribution_fingerprint": attribution_fingerprint,
             "package_version": package_version(),
             "torch_version": torch.__version__,
         }

@@ -1,4 +1,5 @@
-"""Rule `figure_methods`: DiffROAR vs k per method, a panel per model, for one dataset."""
+"""Rule `figure_methods`: DiffROAR vs k per method, a panel per model and imputation, with the
+mask-only control, for one dataset."""
 
 from diffroar.figures import plot_methods
 from diffroar.runtime import setup_job
@@ -8,5 +9,5 @@ plot_methods(
     snakemake.input[0],
     snakemake.output[0],
     snakemake.wildcards.dataset,
-    snakemake.params.imputation,
+    list(snakemake.params.imputations),
 )

@@ -18,4 +18,5 @@ run_retrain(
     retraining_cfg=snakemake.params.retraining,
     retrain_seeds=snakemake.params.seeds,
     config_fingerprints=snakemake.params.fingerprints,
+    attribution_fingerprint=snakemake.params.attribution_fingerprint,
 )
