@@ -83,7 +83,7 @@ def figure_targets():
     """Every figure of the experiment."""
     figures = expand(
         f"{FIGURES}/{{kind}}-{{dataset}}.png",
-        kind=["methods", "imputation", "noretrain", "attributions"],
+        kind=["methods", "imputation", "noretrain", "attributions", "ranking"],
         dataset=EXPERIMENT["datasets"],
     )
     return figures + expand(
@@ -95,6 +95,7 @@ def final_targets():
     tables = [
         "results/metrics.parquet",
         "results/diffroar.parquet",
+        "results/comparisons.parquet",
         "results/noretrain.parquet",
     ]
     if block_datasets():

@@ -225,3 +225,19 @@ def test_ranking_table():
     half = stats.t.ppf(0.975, 2) * 0.05 / math.sqrt(3)
     np.testing.assert_allclose(mean["ci_high"] - mean["area"], half)
     np.testing.assert_allclose(mean["area"] - mean["ci_low"], half)
+
+
+def test_plot_ranking_draws_every_imputation(tmp_path):
+    from diffroar.figures import plot_ranking
+
+    runs = _runs(
+        {"gradient": lambda b, r, k: 0.3 + 0.05 * b, "random": lambda b, r, k: 0.01 * r},
+        base_seeds=2,
+        imputations=("mean", "mask_only"),
+        controls=("random",),
+    )
+    runs = pd.concat([runs, runs.assign(model="mlp_l2", training_mode="pgd")])
+    runs.to_parquet(tmp_path / "metrics.parquet")
+    out = tmp_path / "ranking-digits.png"
+    plot_ranking(str(tmp_path / "metrics.parquet"), str(out), "digits", GRID)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
