@@ -282,6 +282,7 @@ def test_mask_only_columns_are_nan_without_the_control():
     table = diffroar_table(_runs())
     assert set(MASK_ONLY_COLUMNS) <= set(table.columns)
     assert table[MASK_ONLY_COLUMNS].isna().all().all()
+    assert (table[MASK_ONLY_COLUMNS].dtypes == "float64").all()  # NaN, not None, in the parquet
 
 
 def test_noretrain_diffroar_is_lerf_minus_morf_averaged_over_base_seeds():

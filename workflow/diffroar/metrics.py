@@ -217,7 +217,8 @@ def with_mask_only(table: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     beyond = pd.DataFrame(rows, columns=GROUP + MASK_ONLY_COLUMNS[3:])
-    return table.merge(beyond, on=GROUP, how="left")
+    table = table.merge(beyond, on=GROUP, how="left")
+    return table.astype(dict.fromkeys(MASK_ONLY_COLUMNS, float))
 
 
 def noretrain_diffroar(table: pd.DataFrame) -> pd.DataFrame:
