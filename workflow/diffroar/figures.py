@@ -266,7 +266,11 @@ def plot_ranking(runs_path: str, out_path: str, dataset: str, keep_fractions: li
     colours = _colours(models)
     height = 1.6 + 0.5 * table["method"].nunique()
     figure, axes = plt.subplots(
-        1, len(imputations), figsize=(4.6 * len(imputations), height), sharex=True, squeeze=False
+        1,
+        len(imputations),
+        figsize=(max(6.0, 4.6 * len(imputations)), height),
+        sharex=True,
+        squeeze=False,
     )
     for axis, imputation in zip(axes.flat, imputations, strict=True):
         rows = table[table["imputation"] == imputation]
@@ -290,7 +294,7 @@ def plot_ranking(runs_path: str, out_path: str, dataset: str, keep_fractions: li
         axis.set_xlabel("DiffROAR area over k (normalised)")
     axes.flat[-1].legend(fontsize="x-small")
     figure.suptitle(
-        f"Methods ranked by DiffROAR area over k on {dataset} (bars: 95% intervals)",
+        f"Methods ranked by DiffROAR area over k on {dataset}\n(bars: 95% intervals)",
         fontsize="medium",
     )
     _save(figure, out_path)
