@@ -65,11 +65,13 @@ localrules:
     all,
     metrics,
     combine_table,
+    comparisons,
     figure_methods,
     figure_imputation,
     figure_noretrain,
     figure_attributions,
     figure_localization,
+    figure_ranking,
 
 
 onstart:

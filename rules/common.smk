@@ -93,7 +93,7 @@ def figure_targets():
     """Every figure of the experiment."""
     figures = expand(
         f"{FIGURES}/{{kind}}-{{dataset}}.png",
-        kind=["methods", "imputation", "noretrain", "attributions"],
+        kind=["methods", "imputation", "noretrain", "attributions", "ranking"],
         dataset=EXPERIMENT["datasets"],
     )
     return figures + expand(
@@ -105,6 +105,7 @@ def final_targets():
     tables = [
         "results/metrics.parquet",
         "results/diffroar.parquet",
+        "results/comparisons.parquet",
         "results/noretrain.parquet",
     ]
     if block_datasets():

@@ -103,6 +103,27 @@ rule figure_localization:
         "../workflow/scripts/figure_localization.py"
 
 
+rule figure_ranking:
+    input:
+        f"{TABLES}/metrics.parquet",
+    output:
+        report(
+            f"{FIGURES}/ranking-{{dataset}}.png",
+            caption="../workflow/report/ranking.rst",
+            category="DiffROAR",
+            labels={"dataset": "{dataset}", "figure": "ranking"},
+        ),
+    log:
+        "results/logs/figures/ranking-{dataset}.log",
+    conda:
+        "../envs/diffroar.yaml"
+    params:
+        keep_fractions=sorted(EXPERIMENT["keep_fractions"]),
+        code=code_fingerprint("figures"),
+    script:
+        "../workflow/scripts/figure_ranking.py"
+
+
 # A named target rule per figure: `snakemake figure_<kind>_<dataset> --cores 2`.
 for figure in figure_targets():
 

@@ -14,6 +14,22 @@ rule metrics:
         "../workflow/scripts/metrics.py"
 
 
+rule comparisons:
+    input:
+        f"{TABLES}/metrics.parquet",
+    output:
+        f"{TABLES}/comparisons.parquet",
+    log:
+        "results/logs/comparisons/{dataset}.log",
+    conda:
+        "../envs/diffroar.yaml"
+    params:
+        keep_fractions=sorted(EXPERIMENT["keep_fractions"]),
+        code=code_fingerprint("compare"),
+    script:
+        "../workflow/scripts/comparisons.py"
+
+
 rule combine_table:
     input:
         combine_inputs,
@@ -22,7 +38,7 @@ rule combine_table:
     log:
         "results/logs/combine/{table}.log",
     wildcard_constraints:
-        table="metrics|diffroar|localization|noretrain",
+        table="metrics|diffroar|comparisons|localization|noretrain",
     conda:
         "../envs/diffroar.yaml"
     params:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from diffroar.localization import localization_rows, null_topk_share, signal_mass_share, signal_rows
 from diffroar.metrics import (
+    MASK_ONLY_COLUMNS,
     RUN_COLUMNS,
     collect_runs,
     diffroar_table,
@@ -31,6 +32,7 @@ IDENTITY = {
 
 
 def _run(method, keep_fraction, order, retrain_seed, accuracy, base_seed=0, **extra):
+    """One run; its masks depend on the base seed unless `attribution_fingerprint` says else."""
     return (
         IDENTITY
         | {
@@ -40,6 +42,7 @@ def _run(method, keep_fraction, order, retrain_seed, accuracy, base_seed=0, **ex
             "base_seed": base_seed,
             "retrain_seed": retrain_seed,
             "test_accuracy": accuracy,
+            "attribution_fingerprint": f"{method}-seed{base_seed}",
         }
         | extra
     )
@@ -147,6 +150,139 @@ def test_diffroar_keeps_imputations_apart():
     assert table.loc["mean", "diffroar"] == pytest.approx(0.5)
     assert table.loc["noisy_linear", "diffroar"] == pytest.approx(0.1)
     assert (table["n_runs"] == 1).all()
+
+
+def _pair(method, base_seed, retrain_seed, top, bottom, keep_fraction=0.1, **extra):
+    """A top and a bottom run of one seed pair."""
+    return [
+        _run(method, keep_fraction, "top", retrain_seed, top, base_seed, **extra),
+        _run(method, keep_fraction, "bottom", retrain_seed, bottom, base_seed, **extra),
+    ]
+
+
+def test_interval_is_over_base_seeds_when_they_differ_and_retraining_does_not():
+    # A large base-seed effect and no retrain noise: 4 base seeds x 3 retrain seeds. The 12
+    # pairs are not 12 independent values; the interval is over the 4 base seeds.
+    by_seed = {0: 0.10, 1: 0.50, 2: 0.20, 3: 0.60}
+    runs = pd.DataFrame(
+        [
+            run
+            for seed, diffroar in by_seed.items()
+            for retrain_seed in range(3)
+            for run in _pair("gradient", seed, retrain_seed, 0.3 + diffroar, 0.3)
+        ]
+    )
+    row = diffroar_table(runs).iloc[0]
+    assert row["interval_over"] == "base_seeds"
+    assert row["n_base_seeds"] == 4 and row["n_runs"] == 12
+    assert row["diffroar"] == pytest.approx(0.35)
+    assert row["diffroar_std"] == pytest.approx(np.std(list(by_seed.values()), ddof=1))
+    low, high = _expected_interval(list(by_seed.values()))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+    assert row["ci_high"] - row["ci_low"] > 0.6  # t(3) = 3.18: wide, as it should be
+    # treating the 12 pairs as independent would have claimed an interval less than half as wide
+    naive_low, naive_high = _expected_interval(np.repeat(list(by_seed.values()), 3))
+    assert naive_high - naive_low < 0.5 * (row["ci_high"] - row["ci_low"])
+
+
+def test_interval_is_over_retrain_seeds_with_one_base_seed():
+    runs = pd.DataFrame(
+        [
+            run
+            for rseed, top in enumerate([0.9, 0.8, 0.7])
+            for run in _pair("gradient", 0, rseed, top, 0.5)
+        ]
+    )
+    row = diffroar_table(runs).iloc[0]
+    assert row["interval_over"] == "retrain_seeds"
+    assert row["n_base_seeds"] == 1 and row["n_runs"] == 3
+    low, high = _expected_interval([0.4, 0.3, 0.2])
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+    assert row["diffroar_std"] == pytest.approx(0.1)
+
+
+def test_identical_runs_of_a_control_are_counted_once():
+    # `sobel` ignores the model: its masks, and so its retrained models, are the same for both
+    # base seeds. 2 base seeds x 2 retrain seeds are 2 distinct pairs of one unit.
+    runs = pd.DataFrame(
+        [
+            run
+            for seed in (0, 1)
+            for rseed, top in [(0, 0.7), (1, 0.6)]
+            for run in _pair("sobel", seed, rseed, top, 0.5, attribution_fingerprint="sobel")
+        ]
+    )
+    row = diffroar_table(runs).iloc[0]
+    assert row["n_runs"] == 2 and row["n_base_seeds"] == 1
+    assert row["interval_over"] == "retrain_seeds"
+    low, high = _expected_interval([0.2, 0.1])
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+    assert row["diffroar"] == pytest.approx(0.15)
+
+
+def test_a_control_duplicated_over_base_seeds_does_not_narrow_its_interval():
+    # The same 3 distinct pairs seen under 2 base seeds: the counted pairs, the mean and the
+    # interval are those of the 3 pairs alone.
+    values = [(0, 0.9), (1, 0.6), (2, 0.65)]
+    once = pd.DataFrame(
+        [
+            r
+            for rseed, top in values
+            for r in _pair("random", 0, rseed, top, 0.6, attribution_fingerprint="random")
+        ]
+    )
+    twice = pd.DataFrame(
+        [
+            r
+            for seed in (0, 1)
+            for rseed, top in values
+            for r in _pair("random", seed, rseed, top, 0.6, attribution_fingerprint="random")
+        ]
+    )
+    columns = ["diffroar", "diffroar_std", "ci_low", "ci_high", "n_runs", "n_base_seeds"]
+    pd.testing.assert_series_equal(
+        diffroar_table(once).iloc[0][columns], diffroar_table(twice).iloc[0][columns]
+    )
+
+
+def test_mask_only_columns():
+    # gradient and random with `mean` and the mask-only control, 2 base seeds x 1 retrain seed;
+    # the control was run for gradient only.
+    runs = pd.DataFrame(
+        _pair("gradient", 0, 0, 0.90, 0.50)
+        + _pair("gradient", 1, 0, 0.80, 0.60)
+        + _pair("gradient", 0, 0, 0.85, 0.55, imputation="mask_only")
+        + _pair("gradient", 1, 0, 0.95, 0.55, imputation="mask_only")
+        + _pair("random", 0, 0, 0.50, 0.50)
+        + _pair("random", 1, 0, 0.52, 0.50)
+    )
+    table = diffroar_table(runs).set_index(["method", "imputation"])
+    assert len(table) == 3
+    mean = table.loc[("gradient", "mean")]
+    control = table.loc[("gradient", "mask_only")]
+    assert control["diffroar"] == pytest.approx(0.35)
+    assert mean["mask_only_top_accuracy"] == pytest.approx(0.90)
+    assert mean["mask_only_bottom_accuracy"] == pytest.approx(0.55)
+    assert mean["mask_only_diffroar"] == pytest.approx(0.35)
+    # paired over base seeds: (0.40 - 0.30, 0.20 - 0.40) = (0.10, -0.20)
+    assert mean["beyond_mask_only"] == pytest.approx(-0.05)
+    low, high = _expected_interval([0.10, -0.20])
+    assert mean["beyond_mask_only_ci_low"] == pytest.approx(low)
+    assert mean["beyond_mask_only_ci_high"] == pytest.approx(high)
+    # the control's own row: the control against itself
+    assert control["mask_only_diffroar"] == pytest.approx(0.35)
+    assert control["beyond_mask_only"] == pytest.approx(0.0)
+    # no control run for random: NaN
+    random = table.loc[("random", "mean")]
+    for column in MASK_ONLY_COLUMNS:
+        assert math.isnan(random[column]), column
+
+
+def test_mask_only_columns_are_nan_without_the_control():
+    table = diffroar_table(_runs())
+    assert set(MASK_ONLY_COLUMNS) <= set(table.columns)
+    assert table[MASK_ONLY_COLUMNS].isna().all().all()
+    assert (table[MASK_ONLY_COLUMNS].dtypes == "float64").all()  # NaN, not None, in the parquet
 
 
 def test_noretrain_diffroar_is_lerf_minus_morf_averaged_over_base_seeds():

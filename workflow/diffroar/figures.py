@@ -279,3 +279,50 @@ def _save(figure, out_path: str) -> None:
         figure.savefig(temporary, dpi=120, format=Path(out_path).suffix.lstrip(".") or "png")
     plt.close(figure)
     log.info("wrote %s", out_path)
+
+
+def plot_ranking(runs_path: str, out_path: str, dataset: str, keep_fractions: list[float]) -> None:
+    """The methods ranked by their DiffROAR area over k (diffroar.compare.ranking_table) from a
+    run table: a panel per imputation, a row per method (largest mean area over the models on
+    top), a horizontal 95% interval bar per model (colour)."""
+    from .compare import ranking_table  # here, not on top: the other figures do not need it
+
+    table = ranking_table(pd.read_parquet(runs_path), keep_fractions)
+    # the mask-only control last, beside the imputations it is the control of
+    imputations = sorted(table["imputation"].unique(), key=lambda name: (name == "mask_only", name))
+    models = sorted(table["model"].unique())
+    colours = _colours(models)
+    height = 1.6 + 0.5 * table["method"].nunique()
+    figure, axes = plt.subplots(
+        1,
+        len(imputations),
+        figsize=(max(6.0, 4.6 * len(imputations)), height),
+        sharex=True,
+        squeeze=False,
+    )
+    for axis, imputation in zip(axes.flat, imputations, strict=True):
+        rows = table[table["imputation"] == imputation]
+        methods = list(rows.groupby("method")["area"].mean().sort_values().index)
+        for j, model in enumerate(models):
+            mine = rows[rows["model"] == model].set_index("method").reindex(methods)
+            offset = (j - (len(models) - 1) / 2) * 0.8 / max(len(models), 1)
+            errors = [
+                (mine["area"] - mine["ci_low"]).fillna(0).to_numpy(),
+                (mine["ci_high"] - mine["area"]).fillna(0).to_numpy(),
+            ]
+            axis.errorbar(
+                mine["area"], np.arange(len(methods)) + offset, xerr=errors, fmt="o",
+                color=colours[model], capsize=3, label=model,
+            )  # fmt: skip
+        axis.set_yticks(range(len(methods)), methods, fontsize="small")
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.grid(alpha=0.3, axis="x")
+        over = ", ".join(sorted(rows["interval_over"].unique()))
+        axis.set_title(f"{imputation} (intervals over {over})", fontsize="small")
+        axis.set_xlabel("DiffROAR area over k (normalised)")
+    axes.flat[-1].legend(fontsize="x-small")
+    figure.suptitle(
+        f"Methods ranked by DiffROAR area over k on {dataset}\n(bars: 95% intervals)",
+        fontsize="medium",
+    )
+    _save(figure, out_path)
