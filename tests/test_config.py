@@ -500,6 +500,9 @@ def test_schema_imputations_match_imputation_registry():
 
     imputations = _schema_enum("properties", "experiment", "properties", "imputations", "items")
     assert imputations == list(IMPUTATIONS)
+    from diffroar.imputation import MASK_ONLY
+
+    assert config_module.MASK_ONLY == MASK_ONLY in IMPUTATIONS
 
 
 def test_architecture_options_get_their_defaults_and_gradcam_its_last_layer():

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .config import MASK_ONLY  # noqa: E402
+from .imputation import MASK_ONLY  # noqa: E402
 from .metrics import noretrain_diffroar  # noqa: E402
 from .runtime import atomic_output, log  # noqa: E402
 from .store import open_store  # noqa: E402

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .imputation import MASK_ONLY
 from .provenance import config_fingerprint
 from .runtime import log, read_json, write_parquet
 
@@ -75,7 +76,6 @@ GROUP = [
     "keep_fraction",
 ]
 SEEDS = ["base_seed", "retrain_seed"]
-MASK_ONLY = "mask_only"
 MASK_ONLY_COLUMNS = [
     "mask_only_top_accuracy",
     "mask_only_bottom_accuracy",
