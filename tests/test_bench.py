@@ -1,5 +1,5 @@
 """The benchmark harness in its small form (`python -m bench --quick`): every benchmark runs,
-measures something real and writes the summary the README's table comes from."""
+measures something real and writes the summary the table in docs/benchmarks.md comes from."""
 
 from __future__ import annotations
 
