@@ -438,8 +438,8 @@ BAD_CONFIGS = [
     ),
     (
         "batch larger than a file-backed train_size",
-        _set("datasets", "digits", {"loader": "mnist", "root": "/data/mnist", "train_size": 20}),
-        ["training.batch_size = 64", "must be <= 17", "train_size 20", "val_fraction 0.15"],
+        _set("datasets", "digits", {"loader": "mnist", "root": "/data/mnist", "train_size": 70}),
+        ["training.batch_size = 64", "must be <= 59", "train_size 70", "val_fraction 0.15"],
     ),
 ]
 
@@ -649,7 +649,7 @@ def test_digits_class_counts_are_those_of_the_bundled_digits():
         {"loader": "digits", "classes": [3, 8, 5]},
         {"loader": "blockdigits", "classes": [1, 7], "val_fraction": 0.3, "test_fraction": 0.1},
         {"loader": "digits", "train_size": 101, "val_fraction": 0.11},
-        {"loader": "digits", "classes": [0, 1], "train_size": 5000},
+        {"loader": "digits", "classes": [0, 1], "train_size": 288},  # all of its pool
         {"loader": "blockdigits", "test_fraction": 0.33, "val_fraction": 0.27, "split_seed": 4},
     ],
 )
