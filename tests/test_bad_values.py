@@ -412,16 +412,14 @@ def run_case(case: Case | None, finished: Path, workdir: Path) -> Outcome:
     finished run, asking for its four tables."""
     copy_run(finished, workdir)
     configfiles = ["tiny.yaml"]
-    args = ["--cores", "1"]
+    args = ["--cores", "1", *TABLES]  # before --config, which takes every argument after it
     if case and case.config:
         (workdir / "bad.yaml").write_text(yaml.safe_dump(case.config, allow_unicode=True))
         configfiles.append("bad.yaml")
     if case and case.overrides:
         args += ["--config", *case.overrides]
     before = tree_state(workdir / "results")
-    result = snakemake(
-        workdir, "--configfile", *configfiles, *args, *TABLES, check=False, config=None
-    )
+    result = snakemake(workdir, "--configfile", *configfiles, *args, check=False, config=None)
     return Outcome(
         result.returncode, result.stdout + result.stderr, before, tree_state(workdir / "results")
     )

@@ -438,8 +438,8 @@ BAD_CONFIGS = [
     ),
     (
         "batch larger than a file-backed train_size",
-        _set("datasets", "digits", {"loader": "mnist", "root": "/data/mnist", "train_size": 70}),
-        ["training.batch_size = 64", "must be <= 59", "train_size 70", "val_fraction 0.15"],
+        _set("datasets", "digits", {"loader": "mnist", "root": "/data/mnist", "train_size": 20}),
+        ["training.batch_size = 64", "must be <= 17", "train_size 20", "val_fraction 0.15"],
     ),
 ]
 

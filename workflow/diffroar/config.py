@@ -756,9 +756,9 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
         )
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset)
+    _check_batch_sizes(config)
     for name in experiment["datasets"]:
         _check_split_sizes(name, config["datasets"][name])
-    _check_batch_sizes(config)
     _check_model_sizes(config)
     texts = [format_k(k) for k in experiment["keep_fractions"]]
     for index, text in enumerate(texts):
