@@ -47,6 +47,9 @@ NOISE_METHODS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 SEEDED_METHODS = ("random", *NOISE_METHODS)
 # Methods that never look at the model.
 CONTROL_METHODS = ("random", "sobel")
+# Methods that keep only positive evidence (a ReLU on the attributions or on the gradients they
+# pass back): with saliency.target 'loss' they would keep what raises the loss.
+POSITIVE_EVIDENCE_METHODS = ("gradcam", "guided_backprop")
 # Loaders that build BlockMNIST-style datasets (signal block + null block): localization applies.
 BLOCK_LOADERS = ("blockdigits", "blockmnist", "blockmnist_top", "blockfashion")
 
@@ -493,7 +496,15 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     if "deeplift" in experiment["methods"] and config["saliency"]["target"] == "loss":
         raise ConfigError(
             "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
-            "only 'logit' (Captum's DeepLift has no rule for the cross-entropy)"
+            "only 'logit' and 'predicted' (Captum's DeepLift has no rule for the cross-entropy)"
+        )
+    positive = [name for name in POSITIVE_EVIDENCE_METHODS if name in experiment["methods"]]
+    if positive and config["saliency"]["target"] == "loss":
+        raise ConfigError(
+            f"config error: saliency.target = 'loss': {' and '.join(positive)} (in "
+            "experiment.methods) keep positive evidence (ReLU); with the loss they keep what "
+            f"raises it. Use target 'logit' or 'predicted', or drop {' and '.join(positive)} "
+            "from experiment.methods"
         )
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset)
