@@ -41,7 +41,7 @@ def test_defaults_are_filled_in():
         "learning_rate": 0.001,
         "weight_decay": 0.0,
     }
-    assert config["training"] == expected_optimisation
+    assert config["training"] == expected_optimisation | {"eval_attack": {"restarts": 1}}
     assert config["retraining"] == expected_optimisation | {"group_seeds": False}
     assert config["experiment"]["retrain_seeds"] == [0, 1]
     assert config["experiment"]["base_seeds"] == [0]
@@ -339,6 +339,31 @@ BAD_CONFIGS = [
             "'logit' or 'predicted'",
             "drop gradcam and guided_backprop from experiment.methods",
         ],
+    ),
+    (
+        "eval attack without steps",
+        _set("training", "eval_attack", {"steps": 0}),
+        ["training.eval_attack.steps = 0", "must be >= 1"],
+    ),
+    (
+        "eval attack with fractional restarts",
+        _set("training", "eval_attack", {"restarts": 2.5}),
+        ["training.eval_attack.restarts = 2.5", "must be an integer"],
+    ),
+    (
+        "eval attack with infinite restarts",
+        _set("training", "eval_attack", {"restarts": float("inf")}),
+        ["training.eval_attack.restarts = inf", "must be an integer"],
+    ),
+    (
+        "eval attack key typo",
+        _set("training", "eval_attack", {"restart": 2}),
+        ["training.eval_attack.restart", "(did you mean 'restarts'?)", "restarts, steps"],
+    ),
+    (
+        "eval attack of retraining",
+        _set("retraining", "eval_attack", {"restarts": 2}),
+        ["retraining.eval_attack", "unknown key"],
     ),
     (
         "unknown ranking",
