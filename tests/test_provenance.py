@@ -93,6 +93,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "architectures",
         "config",
         "datafiles",
+        "imputation",  # metrics names the mask-only control
         "metrics",
         "models",
         "probe",

@@ -51,6 +51,9 @@ CONTROL_METHODS = ("random", "sobel")
 # The pseudo-imputation of the mask-leakage control (diffroar.imputation): the retrained model sees
 # the keep-mask alone. It has no retrain-free curve and is not a fill to compare methods with.
 MASK_ONLY = "mask_only"
+# Methods that keep only positive evidence (a ReLU on the attributions or on the gradients they
+# pass back): with saliency.target 'loss' they would keep what raises the loss.
+POSITIVE_EVIDENCE_METHODS = ("gradcam", "guided_backprop")
 # Loaders that build BlockMNIST-style datasets (signal block + null block): localization applies.
 BLOCK_LOADERS = ("blockdigits", "blockmnist", "blockmnist_top", "blockfashion")
 
@@ -747,7 +750,15 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     if "deeplift" in experiment["methods"] and config["saliency"]["target"] == "loss":
         raise ConfigError(
             "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
-            "only 'logit' (Captum's DeepLift has no rule for the cross-entropy)"
+            "only 'logit' and 'predicted' (Captum's DeepLift has no rule for the cross-entropy)"
+        )
+    positive = [name for name in POSITIVE_EVIDENCE_METHODS if name in experiment["methods"]]
+    if positive and config["saliency"]["target"] == "loss":
+        raise ConfigError(
+            f"config error: saliency.target = 'loss': {' and '.join(positive)} (in "
+            "experiment.methods) keep positive evidence (ReLU); with the loss they keep what "
+            f"raises it. Use target 'logit' or 'predicted', or drop {' and '.join(positive)} "
+            "from experiment.methods"
         )
     if experiment["imputations"] == [MASK_ONLY]:
         raise ConfigError(
