@@ -358,7 +358,7 @@ BAD_CONFIGS = [
     (
         "eval attack with infinite restarts",
         _set("training", "eval_attack", {"restarts": float("inf")}),
-        ["training.eval_attack.restarts = inf", "must be an integer"],
+        ["training.eval_attack.restarts = inf", "must be a finite number"],
     ),
     (
         "eval attack key typo",
