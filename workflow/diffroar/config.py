@@ -316,8 +316,9 @@ def _check_batch_sizes(config: dict[str, Any]) -> None:
     tells (train_split_size)."""
     for name in config["experiment"]["datasets"]:
         split = train_split_size(config["datasets"][name])
-        if split is None:
-            continue
+        classes = dataset_classes(config["datasets"][name])
+        if split is None or split[0] < len(classes or ()):
+            continue  # no split, or one too small for its classes: _check_split_sizes says so
         size, exact, how = split
         for section in ("training", "retraining"):
             batch_size = config[section]["batch_size"]
