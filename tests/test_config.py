@@ -31,6 +31,7 @@ def test_defaults_are_filled_in():
     del config["retraining"]
     del config["experiment"]["retrain_seeds"]
     del config["experiment"]["base_seeds"]
+    del config["experiment"]["imputations"]
     del config["models"]["mlp_standard"]["training"]
     del config["models"]["mlp_standard"]["hidden_sizes"]
     validate_config(config)
