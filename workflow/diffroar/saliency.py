@@ -72,11 +72,13 @@ TARGETS = ("logit", "loss")
 BASELINES = ("zero", "mean")
 NOISE_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # What `batch_size` and `internal_batch_size` "auto" mean on each device type (images per call,
-# model inputs per forward pass). Results do not depend on them, only speed: on a CPU, small
-# passes whose activations stay in cache (python -m bench --only attribution measures them against
-# image by image); on a GPU, passes large enough to fill the device.
+# model inputs per forward pass). Results do not depend on them, only speed. On a CPU, passes of
+# a few hundred inputs: a 28x28 cnn's activations (about 0.65 MB per input) then stay near the
+# caches, and larger passes were slower than image by image (python -m bench --only attribution;
+# 64 images per call still amortise the per-call cost of an mlp). On a GPU, passes large enough
+# to fill the device.
 AUTO_BATCH_SIZES = {
-    "cpu": {"batch_size": 32, "internal_batch_size": 256},
+    "cpu": {"batch_size": 64, "internal_batch_size": 256},
     "cuda": {"batch_size": 512, "internal_batch_size": 4096},
 }
 
@@ -152,16 +154,16 @@ def _in_chunks(
     chunk: int | None = None,
 ) -> torch.Tensor:
     """attribute(batch, target=..., additional_forward_args=...) per chunk of images (default
-    `settings.batch_size`), concatenated on the CPU as float32."""
+    `settings.batch_size`), gathered on the CPU as float32."""
     chunk = settings.batch_size if chunk is None else chunk
-    parts = []
+    # gathered by numpy, on one thread: torch's copies of this size wait for its thread pool,
+    # which costs milliseconds per copy on a loaded machine (measured: more than the Sobel filter)
+    gathered = np.zeros(images.shape, dtype=np.float32)
     for start in range(0, len(images), chunk):
         batch = images[start : start + chunk].detach()
         targets = _targets(labels[start : start + chunk], settings)
-        parts.append(attribute(batch, **targets).detach().to("cpu", torch.float32))
-    if not parts:
-        return torch.zeros(images.shape, dtype=torch.float32)
-    return torch.cat(parts)
+        gathered[start : start + chunk] = attribute(batch, **targets).detach().cpu().numpy()
+    return torch.from_numpy(gathered)
 
 
 def _baselines(batch: torch.Tensor, settings: Settings) -> torch.Tensor:
@@ -175,11 +177,6 @@ def _baselines(batch: torch.Tensor, settings: Settings) -> torch.Tensor:
         )
     mean = torch.tensor(settings.channel_mean, dtype=batch.dtype, device=batch.device)
     return torch.zeros_like(batch) + mean.view(1, -1, 1, 1)
-
-
-def _generator(seed: int, on: torch.device) -> torch.Generator:
-    """A generator on `on` seeded with `seed` (any integer in [0, 2**64))."""
-    return torch.Generator(device=on).manual_seed(int(seed))
 
 
 def _check_seeds(images: torch.Tensor, seeds: np.ndarray) -> None:
@@ -260,14 +257,10 @@ def _noise_tunnel(
     passes = settings.internal_batch_size
 
     def attribute(batch: torch.Tensor, batch_labels: torch.Tensor, batch_seeds) -> torch.Tensor:
-        noise = torch.stack(
-            [
-                torch.randn(
-                    (samples, *shape), generator=_generator(seed, batch.device), device=batch.device
-                )
-                for seed in batch_seeds
-            ]
-        )
+        generator = torch.Generator(device=batch.device)
+        noise = torch.empty((len(batch), samples, *shape), device=batch.device)
+        for row, seed in zip(noise, batch_seeds, strict=True):
+            torch.randn(row.shape, generator=generator.manual_seed(int(seed)), out=row)
         # image-major like NoiseTunnel's repeat_interleave: rows i*S .. i*S+S-1 are image i's
         noisy = (batch.unsqueeze(1) + float(settings.noise_std) * noise).flatten(0, 1)
         noisy_labels = batch_labels.repeat_interleave(samples)
@@ -287,15 +280,12 @@ def _noise_tunnel(
         mean_square = gradients.pow(2).sum(dim=1) / samples
         return mean_square if nt_type == "smoothgrad_sq" else mean_square - mean * mean
 
-    parts = [
-        attribute(
-            images[start : start + settings.batch_size].detach(),
-            labels[start : start + settings.batch_size],
-            seeds[start : start + settings.batch_size],
-        ).to("cpu", torch.float32)
-        for start in range(0, len(images), settings.batch_size)
-    ]
-    return torch.cat(parts) if parts else torch.zeros(images.shape, dtype=torch.float32)
+    gathered = np.zeros(images.shape, dtype=np.float32)  # by numpy: see _in_chunks
+    for start in range(0, len(images), settings.batch_size):
+        rows = slice(start, start + settings.batch_size)
+        values = attribute(images[rows].detach(), labels[rows], seeds[rows])
+        gathered[rows] = values.cpu().numpy()
+    return torch.from_numpy(gathered)
 
 
 def smoothgrad(
@@ -444,9 +434,10 @@ def random(
     """The control: uniform random scores in [0, 1), those of image i drawn (on the CPU) from
     `seeds[i]` alone; independent of the model and of the image's values."""
     _check_seeds(images, seeds)
-    on = torch.device("cpu")
-    scores = [torch.rand(images.shape[1:], generator=_generator(seed, on)) for seed in seeds]
-    return torch.stack(scores) if scores else torch.zeros(images.shape, dtype=torch.float32)
+    generator, scores = torch.Generator(), torch.empty(images.shape, dtype=torch.float32)
+    for row, seed in zip(scores, seeds, strict=True):
+        torch.rand(row.shape, generator=generator.manual_seed(int(seed)), out=row)
+    return scores
 
 
 def _sobel(planes: np.ndarray, axis: int) -> np.ndarray:
@@ -471,7 +462,7 @@ def sobel(
     def attribute(batch: torch.Tensor, **targets: Any) -> torch.Tensor:
         planes = batch.cpu().numpy().astype(np.float64).reshape(-1, *batch.shape[2:])
         magnitude = np.hypot(_sobel(planes, axis=1), _sobel(planes, axis=2))
-        return torch.from_numpy(magnitude.reshape(batch.shape))
+        return torch.from_numpy(magnitude.reshape(batch.shape).astype(np.float32))
 
     return _in_chunks(images, labels, settings, attribute)
 
