@@ -3,23 +3,46 @@
 Both call diffroar.saliency's method with its default settings (32 integration steps, 16 noisy
 samples) on the same model and images, each image with its own seed (`image_seeds`); the batched
 call uses the CPU's "auto" batch sizes (what the saliency job runs on a CPU), the per-image loop
-is the baseline. The models are diffroar's default mlp (every method but Grad-CAM, which needs a
-convolution) and cnn, freshly initialised: attribution cost does not depend on the weights'
-values. The last row is the issue's target: batched at least as fast as image by image for every
-method on every architecture (the lowest ratio of the rows above).
+is the baseline; each is repeated to last at least MEASURED_SECONDS per timed round. The models
+are diffroar's default mlp (every method but Grad-CAM, which needs a convolution) and cnn,
+freshly initialised: attribution cost does not depend on the weights' values. The last row is
+the issue's target: batched at least as fast as image by image for every method on every
+architecture (the lowest ratio of the rows above).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from diffroar.saliency import METHODS, Settings, batch_sizes, image_seeds
 
-from .common import Row, alternate, fashion_or_digits
+from .common import Row, alternate, fashion_or_digits, seconds
 from .models import bench_model
 
 TARGETS = {"gradient": 10.0}
 EVERY_METHOD_TARGET = 1.0  # batched >= image by image
+
+
+MEASURED_SECONDS = 0.25  # each timed round lasts at least this long: a shared machine's stalls
+# of a few milliseconds would otherwise decide the ratio of the cheap methods (mlp, controls)
+
+
+def _loops(function: Callable[[], Any]) -> int:
+    """How many calls of `function` (timed once, after a warm-up call) last MEASURED_SECONDS."""
+    function()
+    return max(1, math.ceil(MEASURED_SECONDS / max(seconds(function), 1e-6)))
+
+
+def _repeated(function: Callable[[], Any], loops: int) -> Callable[[], None]:
+    def repeated() -> None:
+        for _ in range(loops):
+            function()
+
+    return repeated
 
 
 def run(quick: bool) -> list[Row]:
@@ -45,9 +68,18 @@ def run(quick: bool) -> list[Row]:
                 for i in range(single_count):
                     method(model, x[i : i + 1], y[i : i + 1], settings, seeds=seeds[i : i + 1])
 
-            times = alternate({"batched": batched, "per_image": one_by_one}, 3)
-            ours = batched_count / times["batched"]
-            baseline = single_count / times["per_image"]
+            loops = {
+                name: _loops(f) for name, f in (("batched", batched), ("per_image", one_by_one))
+            }
+            times = alternate(
+                {
+                    "batched": _repeated(batched, loops["batched"]),
+                    "per_image": _repeated(one_by_one, loops["per_image"]),
+                },
+                3,
+            )
+            ours = batched_count * loops["batched"] / times["batched"]
+            baseline = single_count * loops["per_image"] / times["per_image"]
             target = TARGETS.get(name, EVERY_METHOD_TARGET)
             rows.append(
                 Row(
