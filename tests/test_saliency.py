@@ -581,7 +581,7 @@ def test_methods_registry_and_signature():
 
 def test_settings_defaults_and_validation():
     settings = Settings()
-    assert (settings.batch_size, settings.internal_batch_size, settings.steps) == (64, 256, 32)
+    assert (settings.batch_size, settings.internal_batch_size, settings.steps) == (64, 32, 32)
     assert (settings.target, settings.baseline, settings.layer) == ("logit", "zero", None)
     assert (settings.noise_std, settings.noise_samples) == (0.15, 16)
     assert Settings(channel_mean=[0.5, 1]).channel_mean == (0.5, 1.0)
@@ -592,7 +592,7 @@ def test_settings_defaults_and_validation():
 
 def test_auto_batch_sizes_are_chosen_per_device_and_explicit_ones_kept():
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert saliency.batch_sizes({}, cpu) == {"batch_size": 64, "internal_batch_size": 256}
+    assert saliency.batch_sizes({}, cpu) == {"batch_size": 64, "internal_batch_size": 32}
     auto = {"batch_size": "auto", "internal_batch_size": "auto"}
     assert saliency.batch_sizes(auto, cuda) == {"batch_size": 512, "internal_batch_size": 4096}
     assert saliency.batch_sizes({"batch_size": 7, "internal_batch_size": "auto"}, cuda) == {

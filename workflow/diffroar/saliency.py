@@ -70,15 +70,15 @@ from .store import (
 BLOCK_IMAGES = 8192
 TARGETS = ("logit", "loss")
 BASELINES = ("zero", "mean")
-NOISE_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # What `batch_size` and `internal_batch_size` "auto" mean on each device type (images per call,
 # model inputs per forward pass). Results do not depend on them, only speed. On a CPU, passes of
-# a few hundred inputs: a 28x28 cnn's activations (about 0.65 MB per input) then stay near the
-# caches, and larger passes were slower than image by image (python -m bench --only attribution;
-# 64 images per call still amortise the per-call cost of an mlp). On a GPU, passes large enough
-# to fill the device.
+# 32 inputs, what one image's 32 integration steps make: a 28x28 cnn's activations (about 0.65 MB
+# per input) then stay near the caches; passes of 256 inputs made integrated gradients and
+# SmoothGrad slower than image by image (0.6-0.8x, python -m bench --only attribution, one
+# thread), and 64 images per call amortise the per-call cost of an mlp. On a GPU, passes large
+# enough to fill the device.
 AUTO_BATCH_SIZES = {
-    "cpu": {"batch_size": 64, "internal_batch_size": 256},
+    "cpu": {"batch_size": 64, "internal_batch_size": 32},
     "cuda": {"batch_size": 512, "internal_batch_size": 4096},
 }
 
