@@ -55,10 +55,20 @@ def test_every_attribution_method_and_target_is_measured(quick):
     from diffroar.saliency import METHODS
 
     rows = quick[0]["rows"]
-    measured = {r["case"] for r in rows if r["benchmark"] == "attribution throughput"}
-    assert measured == {f"cnn {name}" for name in METHODS} | {
+    every = "batched >= per image, every method and architecture"
+    attribution = [r for r in rows if r["benchmark"] == "attribution throughput"]
+    cases = {f"cnn {name}" for name in METHODS} | {
         f"mlp {name}" for name in METHODS if name != "gradcam"
     }
+    assert {r["case"] for r in attribution} == cases | {every}
+    # every method has the target batched >= per image; the last row is the lowest ratio
+    summary = attribution[-1]
+    assert summary["case"] == every and summary["target"] == ">= 1x"
+    ratios = [r["ratio"] for r in attribution[:-1]]
+    assert summary["value"] == min(ratios) and summary["met"] == (min(ratios) >= 1)
+    for row in attribution[:-1]:
+        assert row["met"] == (row["ratio"] >= float(row["target"][3:-1])), row
+        assert row["target"] == (">= 10x" if row["case"].endswith(" gradient") else ">= 1x")
     targets = {r["case"]: r["target"] for r in rows if r["target"]}
     assert targets["mlp, batch 64"] == ">= 3x"
     assert targets["mlp gradient"] == targets["cnn gradient"] == ">= 10x"

@@ -50,9 +50,9 @@ def test_defaults_are_filled_in():
     assert config["models"]["mlp_standard"]["hidden_sizes"] == [256, 256]
     assert config["models"]["mlp_linf"]["training"]["steps"] == 7
     assert config["saliency"] == {
-        "batch_size": 512,
+        "batch_size": "auto",
         "baseline": "zero",
-        "internal_batch_size": 4096,
+        "internal_batch_size": "auto",
         "noise_samples": 16,
         "noise_std": 0.15,
         "seed": 0,
@@ -387,6 +387,16 @@ BAD_CONFIGS = [
         ["saliency.steps", "= 0", ">= 1"],
     ),
     (
+        "a batch size neither an integer nor auto",
+        _set("saliency", {"internal_batch_size": "large"}),
+        ["saliency.internal_batch_size", "'large'", "'auto'"],
+    ),
+    (
+        "a fractional batch size",
+        _set("saliency", {"batch_size": 1.5}),
+        ["saliency.batch_size", "1.5", "an integer or one of 'auto'"],
+    ),
+    (
         "negative seed",
         _set("experiment", "retrain_seeds", [0, -1]),
         ["experiment.retrain_seeds[1]", "-1", ">= 0"],
@@ -611,7 +621,7 @@ def test_method_settings_hold_only_what_each_method_uses():
     }
     assert settings["sobel"] == {}
     assert settings["random"] == {"seed": 0}
-    assert settings["gradient"] == {"batch_size": 512, "target": "logit"}
+    assert settings["gradient"] == {"target": "logit"}
     assert settings["integrated_gradients"]["steps"] == 32
     assert settings["integrated_gradients"]["baseline"] == "zero"
     assert settings["deeplift"]["baseline"] == "zero" and "steps" not in settings["deeplift"]
@@ -620,6 +630,8 @@ def test_method_settings_hold_only_what_each_method_uses():
         uses_noise = method in ("smoothgrad", "smoothgrad_sq", "vargrad")
         assert ("noise_std" in settings[method]) == uses_noise, method
         assert ("seed" in settings[method]) == (method in config_module.SEEDED_METHODS), method
+        # attributions do not depend on the batch sizes: changing them reruns nothing
+        assert not {"batch_size", "internal_batch_size"} & set(settings[method]), method
 
 
 def test_schema_loaders_match_data_registry():

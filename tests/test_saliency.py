@@ -63,6 +63,11 @@ def _inputs(count=10, seed=0):
     return images, labels
 
 
+def _seeds(images, seed=0, base_seed=0, split="train"):
+    """One seed per image of `images`, as the stage gives them to the first images of a split."""
+    return saliency.image_seeds(seed, base_seed, split, range(len(images)))
+
+
 def _std():
     return torch.tensor(STD).view(1, 2, 1, 1)
 
@@ -88,7 +93,7 @@ def _loss_gradient(model, images, labels):
 def test_gradient_of_a_linear_model_is_the_weight_row_over_std():
     model = linear_model()
     images, labels = _inputs()
-    attributions = gradient(model, images, labels, DEFAULT, seed=0)
+    attributions = gradient(model, images, labels, DEFAULT, seeds=_seeds(images, 0))
     assert attributions.shape == images.shape
     assert attributions.dtype == torch.float32
     assert attributions.device.type == "cpu"
@@ -102,7 +107,9 @@ def test_gradient_of_a_plain_linear_model():
     model = nn.Sequential(nn.Flatten(), nn.Linear(18, 3))
     images, _ = _inputs(6)
     labels = torch.tensor([0, 1, 2, 2, 1, 0])
-    attributions = gradient(model, images, labels, replace(DEFAULT, batch_size=4), seed=0)
+    attributions = gradient(
+        model, images, labels, replace(DEFAULT, batch_size=4), seeds=_seeds(images, 0)
+    )
     expected = model[1].weight.detach()[labels].view(-1, 2, 3, 3)
     torch.testing.assert_close(attributions, expected)
 
@@ -112,11 +119,24 @@ def test_gradient_does_not_depend_on_batching(batch_size):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(18, 8), nn.Tanh(), nn.Linear(8, 4)).eval()
     images, labels = _inputs(10)
-    whole = gradient(model, images, labels, replace(DEFAULT, batch_size=100), seed=0)
+    whole = gradient(
+        model, images, labels, replace(DEFAULT, batch_size=100), seeds=_seeds(images, 0)
+    )
     small = replace(DEFAULT, batch_size=batch_size)
-    torch.testing.assert_close(gradient(model, images, labels, small, seed=0), whole)
+    torch.testing.assert_close(
+        gradient(model, images, labels, small, seeds=_seeds(images, 0)), whole
+    )
     one_by_one = torch.cat(
-        [gradient(model, images[i : i + 1], labels[i : i + 1], small, seed=0) for i in range(10)]
+        [
+            gradient(
+                model,
+                images[i : i + 1],
+                labels[i : i + 1],
+                small,
+                seeds=_seeds(images, 0)[i : i + 1],
+            )
+            for i in range(10)
+        ]
     )
     torch.testing.assert_close(one_by_one, whole)
 
@@ -124,15 +144,19 @@ def test_gradient_does_not_depend_on_batching(batch_size):
 def test_gradient_targets_the_given_label():
     model = linear_model()
     images, _ = _inputs(4)
-    zeros = gradient(model, images, torch.zeros(4, dtype=torch.long), DEFAULT, seed=0)
-    ones = gradient(model, images, torch.ones(4, dtype=torch.long), DEFAULT, seed=0)
+    zeros = gradient(
+        model, images, torch.zeros(4, dtype=torch.long), DEFAULT, seeds=_seeds(images, 0)
+    )
+    ones = gradient(
+        model, images, torch.ones(4, dtype=torch.long), DEFAULT, seeds=_seeds(images, 0)
+    )
     assert not torch.allclose(zeros, ones)
 
 
 def test_gradient_x_input_of_a_linear_model():
     model = linear_model()
     images, labels = _inputs()
-    attributions = gradient_x_input(model, images, labels, DEFAULT, seed=0)
+    attributions = gradient_x_input(model, images, labels, DEFAULT, seeds=_seeds(images, 0))
     torch.testing.assert_close(attributions, images * _linear_gradient(model, labels))
 
 
@@ -142,7 +166,7 @@ def test_path_methods_of_a_linear_model_are_input_minus_baseline_times_gradient(
     model = linear_model()
     images, labels = _inputs()
     settings = replace(DEFAULT, baseline=baseline, steps=5)
-    attributions = method(model, images, labels, settings, seed=0)
+    attributions = method(model, images, labels, settings, seeds=_seeds(images, 0))
     reference = (
         torch.zeros(1, 2, 1, 1) if baseline == "zero" else torch.tensor(MEAN).view(1, 2, 1, 1)
     )
@@ -156,7 +180,7 @@ def test_mean_baseline_needs_one_channel_mean_per_channel():
     settings = Settings(baseline="mean", channel_mean=(0.5,))
     for method in (integrated_gradients, deeplift):
         with pytest.raises(ValueError, match="channel_mean"):
-            method(model, images, labels, settings, seed=0)
+            method(model, images, labels, settings, seeds=_seeds(images, 0))
 
 
 def test_noise_methods_of_a_linear_model():
@@ -165,14 +189,63 @@ def test_noise_methods_of_a_linear_model():
     expected = _linear_gradient(model, labels)
     settings = replace(DEFAULT, noise_std=0.5, noise_samples=5)
     # the noise does not change a constant gradient
-    torch.testing.assert_close(smoothgrad(model, images, labels, settings, seed=1), expected)
-    torch.testing.assert_close(smoothgrad_sq(model, images, labels, settings, seed=1), expected**2)
     torch.testing.assert_close(
-        vargrad(model, images, labels, settings, seed=1),
+        smoothgrad(model, images, labels, settings, seeds=_seeds(images, 1)), expected
+    )
+    torch.testing.assert_close(
+        smoothgrad_sq(model, images, labels, settings, seeds=_seeds(images, 1)), expected**2
+    )
+    torch.testing.assert_close(
+        vargrad(model, images, labels, settings, seeds=_seeds(images, 1)),
         torch.zeros_like(images),
         atol=1e-6,
         rtol=0,
     )
+
+
+def test_noise_methods_without_noise_are_the_gradient_its_square_and_zero():
+    model = linear_model(1, hidden_sizes=[6])  # ReLU: the gradient varies between images
+    images, labels = _inputs(7)
+    settings = replace(DEFAULT, noise_std=0.0, noise_samples=4)
+    seeds = _seeds(images)
+    plain = gradient(model, images, labels, settings, seeds=seeds)
+    torch.testing.assert_close(smoothgrad(model, images, labels, settings, seeds=seeds), plain)
+    squared = smoothgrad_sq(model, images, labels, settings, seeds=seeds)
+    torch.testing.assert_close(squared, plain**2)
+    variance = vargrad(model, images, labels, settings, seeds=seeds)
+    torch.testing.assert_close(variance, torch.zeros_like(images), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("target", ["logit", "loss"])
+def test_noise_methods_are_noise_tunnel_reductions_of_gradients_at_seeded_noisy_copies(target):
+    """Image i's S noisy copies are x_i + noise_std * randn((S, C, H, W)) from seeds[i]; then
+    Captum's NoiseTunnel definitions: mean, mean of squares, mean of squares - squared mean."""
+    model = linear_model(2, hidden_sizes=[6])
+    images, labels = _inputs(5)
+    samples, std = 6, 0.3
+    settings = replace(DEFAULT, noise_std=std, noise_samples=samples, target=target)
+    seeds = _seeds(images, 11)
+    noisy = torch.cat(
+        [
+            image
+            + std
+            * torch.randn(
+                (samples, *image.shape), generator=torch.Generator().manual_seed(int(seed))
+            )
+            for image, seed in zip(images, seeds, strict=True)
+        ]
+    )
+    per_sample = gradient(
+        model, noisy, labels.repeat_interleave(samples), settings, seeds=_seeds(noisy)
+    ).view(len(images), samples, *images.shape[1:])
+    mean, mean_square = per_sample.mean(1), per_sample.pow(2).mean(1)
+    assert not torch.allclose(per_sample[:, 0], per_sample[:, 1])  # the copies differ
+    torch.testing.assert_close(smoothgrad(model, images, labels, settings, seeds=seeds), mean)
+    squared = smoothgrad_sq(model, images, labels, settings, seeds=seeds)
+    torch.testing.assert_close(squared, mean_square)
+    variance = vargrad(model, images, labels, settings, seeds=seeds)
+    torch.testing.assert_close(variance, mean_square - mean**2, atol=1e-6, rtol=1e-4)
+    assert (variance > 1e-4).any()
 
 
 def test_loss_gradient_of_a_linear_model_is_the_softmax_residual_times_w():
@@ -180,9 +253,12 @@ def test_loss_gradient_of_a_linear_model_is_the_softmax_residual_times_w():
     images, labels = _inputs()
     settings = replace(DEFAULT, target="loss")
     expected = _loss_gradient(model, images, labels)
-    torch.testing.assert_close(gradient(model, images, labels, settings, seed=0), expected)
     torch.testing.assert_close(
-        gradient_x_input(model, images, labels, settings, seed=0), images * expected
+        gradient(model, images, labels, settings, seeds=_seeds(images, 0)), expected
+    )
+    torch.testing.assert_close(
+        gradient_x_input(model, images, labels, settings, seeds=_seeds(images, 0)),
+        images * expected,
     )
     # differs from the logit gradient (same magnitude class, another direction)
     assert not torch.allclose(expected, _linear_gradient(model, labels), atol=1e-3)
@@ -196,13 +272,13 @@ def test_loss_noise_methods_pass_each_image_its_own_label():
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     settings = replace(DEFAULT, target="loss", noise_std=1e-4, noise_samples=4)
     expected = _loss_gradient(model, images, labels)
-    smooth = smoothgrad(model, images, labels, settings, seed=0)
+    smooth = smoothgrad(model, images, labels, settings, seeds=_seeds(images, 0))
     torch.testing.assert_close(smooth, expected, atol=1e-3, rtol=0)
-    squared = smoothgrad_sq(model, images, labels, settings, seed=0)
+    squared = smoothgrad_sq(model, images, labels, settings, seeds=_seeds(images, 0))
     torch.testing.assert_close(squared, expected**2, atol=1e-3, rtol=0)
     small = replace(settings, internal_batch_size=6)  # one noisy sample per forward pass
     torch.testing.assert_close(
-        smoothgrad(model, images, labels, small, seed=0), smooth, atol=1e-3, rtol=0
+        smoothgrad(model, images, labels, small, seeds=_seeds(images, 0)), smooth, atol=1e-3, rtol=0
     )
 
 
@@ -211,7 +287,7 @@ def test_loss_integrated_gradients_is_the_path_integral_of_the_loss_gradient(bas
     model = linear_model()
     images, labels = _inputs(6)
     settings = replace(DEFAULT, target="loss", baseline=baseline, steps=32)
-    attributions = integrated_gradients(model, images, labels, settings, seed=0)
+    attributions = integrated_gradients(model, images, labels, settings, seeds=_seeds(images, 0))
     reference = torch.zeros_like(images) + (
         0.0 if baseline == "zero" else torch.tensor(MEAN).view(1, 2, 1, 1)
     )
@@ -233,19 +309,19 @@ def test_deeplift_refuses_the_loss_target():
     model = linear_model()
     images, labels = _inputs(2)
     with pytest.raises(ValueError, match="deeplift supports only targets 'logit' and 'predicted'"):
-        deeplift(model, images, labels, replace(DEFAULT, target="loss"), seed=0)
+        deeplift(model, images, labels, replace(DEFAULT, target="loss"), seeds=_seeds(images, 0))
 
 
 def test_deeplift_attributions_sum_to_the_logit_difference():
     model = linear_model(3, hidden_sizes=[6])
     images, labels = _inputs(8)
-    attributions = deeplift(model, images, labels, DEFAULT, seed=0)
+    attributions = deeplift(model, images, labels, DEFAULT, seeds=_seeds(images, 0))
     with torch.no_grad():
         rows = torch.arange(8)
         delta = model(images)[rows, labels] - model(torch.zeros_like(images))[rows, labels]
     torch.testing.assert_close(attributions.sum((1, 2, 3)), delta, atol=1e-5, rtol=1e-4)
     # not plain gradient x input on a ReLU network
-    plain = gradient_x_input(model, images, labels, DEFAULT, seed=0)
+    plain = gradient_x_input(model, images, labels, DEFAULT, seeds=_seeds(images, 0))
     assert not torch.allclose(attributions, plain, atol=1e-4)
 
 
@@ -256,7 +332,7 @@ def test_guided_backprop_of_a_one_hidden_layer_relu_mlp():
     model = linear_model(2, hidden_sizes=[7])
     first, last = model.network[1], model.network[3]
     images, labels = _inputs(8)
-    attributions = guided_backprop(model, images, labels, DEFAULT, seed=0)
+    attributions = guided_backprop(model, images, labels, DEFAULT, seeds=_seeds(images, 0))
     with torch.no_grad():
         hidden = first(model.normalize(images).flatten(1))
     output_gradient = F.one_hot(labels, 4).float()
@@ -264,7 +340,7 @@ def test_guided_backprop_of_a_one_hidden_layer_relu_mlp():
     hidden_gradient = (output_gradient @ last.weight.detach() * (hidden > 0)).clamp(min=0)
     expected = (hidden_gradient @ first.weight.detach()).view(-1, 2, 3, 3) / _std()
     torch.testing.assert_close(attributions, expected)
-    plain = gradient(model, images, labels, DEFAULT, seed=0)
+    plain = gradient(model, images, labels, DEFAULT, seeds=_seeds(images, 0))
     assert not torch.allclose(attributions, plain, atol=1e-4)
 
 
@@ -275,7 +351,7 @@ def test_positive_evidence_methods_refuse_the_loss_target(name):
     images, labels = _cnn_inputs(2)
     settings = replace(DEFAULT, layer="conv2", target="loss")
     with pytest.raises(ValueError, match=rf"^{name} supports only targets 'logit' and 'predicted'"):
-        METHODS[name](model, images, labels, settings, seed=0)
+        METHODS[name](model, images, labels, settings, seeds=_seeds(images, 0))
 
 
 # --- Grad-CAM --------------------------------------------------------------------------------
@@ -317,7 +393,9 @@ def _grad_cam_by_hand(model, images, labels, layer):
 def test_gradcam_of_a_same_size_conv_layer_is_the_grad_cam_formula():
     model = small_cnn()
     images, labels = _cnn_inputs()
-    attributions = gradcam(model, images, labels, replace(DEFAULT, layer="conv2"), seed=0)
+    attributions = gradcam(
+        model, images, labels, replace(DEFAULT, layer="conv2"), seeds=_seeds(images, 0)
+    )
     expected = _grad_cam_by_hand(model, images, labels, "conv2")  # (N, 1, 4, 4)
     assert (expected > 0).any() and (expected == 0).any()
     torch.testing.assert_close(attributions, expected)
@@ -326,7 +404,9 @@ def test_gradcam_of_a_same_size_conv_layer_is_the_grad_cam_formula():
 def test_gradcam_upsamples_bilinearly_and_repeats_over_channels():
     model = small_cnn(1, channels=3)
     images, labels = _cnn_inputs(channels=3)
-    attributions = gradcam(model, images, labels, replace(DEFAULT, layer="pool"), seed=0)
+    attributions = gradcam(
+        model, images, labels, replace(DEFAULT, layer="pool"), seeds=_seeds(images, 0)
+    )
     assert attributions.shape == images.shape
     assert attributions.dtype == torch.float32
     assert (attributions >= 0).all()
@@ -342,16 +422,24 @@ def test_gradcam_names_the_missing_layer_and_lists_the_conv_layers(layer):
     model = small_cnn()
     images, labels = _cnn_inputs(2)
     with pytest.raises(ValueError, match=rf"layer {layer!r} .*conv1, conv2$"):
-        gradcam(model, images, labels, replace(DEFAULT, layer=layer), seed=0)
+        gradcam(model, images, labels, replace(DEFAULT, layer=layer), seeds=_seeds(images, 0))
 
 
 def test_gradcam_refuses_mlps_and_layers_without_a_feature_map():
     images, labels = _inputs(2)
     with pytest.raises(ValueError, match="no convolutional layers"):
-        gradcam(linear_model(), images, labels, replace(DEFAULT, layer="conv1"), seed=0)
+        gradcam(
+            linear_model(), images, labels, replace(DEFAULT, layer="conv1"), seeds=_seeds(images, 0)
+        )
     cnn_images, cnn_labels = _cnn_inputs(2)
     with pytest.raises(ValueError, match="no feature map"):
-        gradcam(small_cnn(), cnn_images, cnn_labels, replace(DEFAULT, layer="flatten"), seed=0)
+        gradcam(
+            small_cnn(),
+            cnn_images,
+            cnn_labels,
+            replace(DEFAULT, layer="flatten"),
+            seeds=_seeds(cnn_images, 0),
+        )
 
 
 # --- model-independent controls --------------------------------------------------------------
@@ -364,7 +452,9 @@ def test_sobel_of_a_vertical_step_edge_is_scipys_edge_magnitude_and_ignores_the_
     images[0, 0] = torch.from_numpy(image)
     images[1, 1] = torch.from_numpy(image.T.copy())  # horizontal edge
     labels = torch.tensor([0, 1])
-    attributions = sobel(linear_model(), images, labels, replace(DEFAULT, batch_size=1), seed=0)
+    attributions = sobel(
+        linear_model(), images, labels, replace(DEFAULT, batch_size=1), seeds=_seeds(images, 0)
+    )
     assert attributions.shape == images.shape
     assert attributions.dtype == torch.float32
     expected = np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))
@@ -373,15 +463,16 @@ def test_sobel_of_a_vertical_step_edge_is_scipys_edge_magnitude_and_ignores_the_
     np.testing.assert_allclose(attributions[1, 1].numpy(), expected.T, rtol=1e-6)
     # channels and images do not mix: blank planes have no edges
     assert attributions[0, 1].abs().max() == 0 and attributions[1, 0].abs().max() == 0
-    other = sobel(None, images, labels.flip(0), DEFAULT, seed=5)
+    other = sobel(None, images, labels.flip(0), DEFAULT, seeds=_seeds(images, 5))
     torch.testing.assert_close(other, attributions, rtol=0, atol=0)
 
 
-def test_random_is_deterministic_per_seed_and_independent_of_the_model():
+def test_random_is_deterministic_per_image_seed_and_independent_of_the_model():
     images, labels = _inputs(5)
-    first = random(linear_model(0), images, labels, replace(DEFAULT, batch_size=2), seed=3)
-    again = random(linear_model(1), images * 0, labels, replace(DEFAULT, batch_size=5), seed=3)
-    other = random(linear_model(0), images, labels, replace(DEFAULT, batch_size=2), seed=4)
+    seeds = _seeds(images, 3)
+    first = random(linear_model(0), images, labels, replace(DEFAULT, batch_size=2), seeds=seeds)
+    again = random(linear_model(1), images * 0, labels, replace(DEFAULT, batch_size=5), seeds=seeds)
+    other = random(linear_model(0), images, labels, DEFAULT, seeds=_seeds(images, 4))
     assert first.shape == images.shape
     assert first.dtype == torch.float32
     assert first.min() >= 0 and first.max() < 1
@@ -389,8 +480,19 @@ def test_random_is_deterministic_per_seed_and_independent_of_the_model():
     assert not torch.equal(first, other)
     # different coordinates and images get different scores
     assert len(torch.unique(first)) == first.numel()
-    expected = torch.rand(images.shape, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    # image i's scores come from seeds[i] alone
+    for index, seed in enumerate(seeds):
+        expected = torch.rand(images.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
+        torch.testing.assert_close(first[index], expected, rtol=0, atol=0)
+    alone = random(None, images[3:4], labels[3:4], DEFAULT, seeds=seeds[3:4])
+    torch.testing.assert_close(alone[0], first[3], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["random", "smoothgrad", "vargrad"])
+def test_methods_want_one_seed_per_image(name):
+    images, labels = _inputs(4)
+    with pytest.raises(ValueError, match="got 3 seeds for 4 images"):
+        METHODS[name](linear_model(), images, labels, DEFAULT, seeds=_seeds(images)[:3])
 
 
 # --- seeds, chunking, registry, settings -----------------------------------------------------
@@ -402,37 +504,52 @@ def test_noise_methods_are_reproducible_per_seed_and_leave_the_global_rng_alone(
     images, labels = _inputs(6)
     settings = replace(DEFAULT, noise_samples=4)
     state = torch.get_rng_state()
-    first = method(model, images, labels, settings, seed=7)
+    first = method(model, images, labels, settings, seeds=_seeds(images, 7))
     torch.rand(3)  # the global RNG moves on
-    again = method(model, images, labels, settings, seed=7)
-    other = method(model, images, labels, settings, seed=8)
+    again = method(model, images, labels, settings, seeds=_seeds(images, 7))
+    other = method(model, images, labels, settings, seeds=_seeds(images, 8))
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     assert not torch.allclose(first, other)
     torch.set_rng_state(state)
-    method(model, images, labels, settings, seed=9)
+    method(model, images, labels, settings, seeds=_seeds(images, 9))
     assert torch.equal(torch.get_rng_state(), state)
 
 
-CHUNKED = [
-    "gradient",
-    "gradient_x_input",
-    "integrated_gradients",
-    "guided_backprop",
-    "gradcam",
-    "deeplift",
-    "sobel",
-]
+STOCHASTIC = ["random", "smoothgrad", "smoothgrad_sq", "vargrad"]
 
 
-@pytest.mark.parametrize("name", CHUNKED)
-def test_deterministic_methods_do_not_depend_on_chunking(name):
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_gives_the_same_attributions_whatever_the_batch_sizes(name):
+    """Two batch sizes, two internal batch sizes and image by image: the same attributions, for
+    the stochastic methods too (each image draws from its own seed)."""
     model = small_cnn(2)
     images, labels = _cnn_inputs(10)
-    settings = replace(DEFAULT, layer="conv1", steps=6, channel_mean=(0.4,), baseline="mean")
-    whole = METHODS[name](model, images, labels, replace(settings, batch_size=64), seed=0)
-    chunked = METHODS[name](model, images, labels, replace(settings, batch_size=3), seed=0)
-    torch.testing.assert_close(chunked, whole)
+    seeds = _seeds(images, 5)
+    settings = replace(
+        DEFAULT, layer="conv1", steps=6, noise_samples=5, channel_mean=(0.4,), baseline="mean"
+    )
+    method = METHODS[name]
+    whole = method(
+        model,
+        images,
+        labels,
+        replace(settings, batch_size=64, internal_batch_size=4096),
+        seeds=seeds,
+    )
+    for batch_size, internal in ((3, 4096), (64, 7), (4, 1)):
+        sizes = replace(settings, batch_size=batch_size, internal_batch_size=internal)
+        torch.testing.assert_close(method(model, images, labels, sizes, seeds=seeds), whole)
+    one_by_one = torch.cat(
+        [
+            method(model, images[i : i + 1], labels[i : i + 1], settings, seeds=seeds[i : i + 1])
+            for i in range(len(images))
+        ]
+    )
+    torch.testing.assert_close(one_by_one, whole)
     assert whole.abs().sum() > 0
+    if name in STOCHASTIC:  # and the draws do depend on the seeds
+        other = method(model, images, labels, settings, seeds=_seeds(images, 6))
+        assert not torch.allclose(other, whole)
 
 
 @pytest.mark.parametrize("target", ["logit", "loss"])
@@ -440,11 +557,11 @@ def test_integrated_gradients_does_not_depend_on_the_internal_batch_size(target)
     model = small_cnn(3)
     images, labels = _cnn_inputs(10)
     settings = replace(DEFAULT, steps=8, target=target)
-    large = integrated_gradients(model, images, labels, settings, seed=0)
+    large = integrated_gradients(model, images, labels, settings, seeds=_seeds(images, 0))
     for internal in (1, 4, 25):
         small = replace(settings, internal_batch_size=internal)
         torch.testing.assert_close(
-            integrated_gradients(model, images, labels, small, seed=0), large
+            integrated_gradients(model, images, labels, small, seeds=_seeds(images, 0)), large
         )
 
 
@@ -456,19 +573,37 @@ def test_methods_registry_and_signature():
     assert METHODS["random"] is random
     for name, method in METHODS.items():
         parameters = inspect.signature(method).parameters
-        assert list(parameters) == ["model", "images", "labels", "settings", "seed"], name
-        assert parameters["seed"].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert list(parameters) == ["model", "images", "labels", "settings", "seeds"], name
+        assert parameters["seeds"].kind is inspect.Parameter.KEYWORD_ONLY, name
 
 
 def test_settings_defaults_and_validation():
     settings = Settings()
-    assert (settings.batch_size, settings.internal_batch_size, settings.steps) == (512, 4096, 32)
+    assert (settings.batch_size, settings.internal_batch_size, settings.steps) == (64, 32, 32)
     assert (settings.target, settings.baseline, settings.layer) == ("logit", "zero", None)
     assert (settings.noise_std, settings.noise_samples) == (0.15, 16)
     assert Settings(channel_mean=[0.5, 1]).channel_mean == (0.5, 1.0)
     for bad in ({"target": "probability"}, {"baseline": "blur"}, {"steps": 0}, {"noise_std": -1}):
         with pytest.raises(ValueError):
             Settings(**bad)
+
+
+def test_auto_batch_sizes_are_chosen_per_device_and_explicit_ones_kept():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert saliency.batch_sizes({}, cpu) == {"batch_size": 64, "internal_batch_size": 32}
+    auto = {"batch_size": "auto", "internal_batch_size": "auto"}
+    assert saliency.batch_sizes(auto, cuda) == {"batch_size": 512, "internal_batch_size": 4096}
+    assert saliency.batch_sizes({"batch_size": 7, "internal_batch_size": "auto"}, cuda) == {
+        "batch_size": 7,
+        "internal_batch_size": 4096,
+    }
+    # Settings' defaults are the CPU's
+    assert saliency.batch_sizes({}, cpu) == {
+        "batch_size": Settings().batch_size,
+        "internal_batch_size": Settings().internal_batch_size,
+    }
+    with pytest.raises(ValueError, match="internal_batch_size must be 'auto' or an integer"):
+        saliency.batch_sizes({"internal_batch_size": "large"}, cpu)
 
 
 # --- every method on every architecture ------------------------------------------------------
@@ -532,9 +667,9 @@ def test_every_method_runs_on_every_architecture(models, architecture, target):
         )
         if refused:
             with pytest.raises(ValueError):
-                method(model, images, labels, settings, seed=0)
+                method(model, images, labels, settings, seeds=_seeds(images, 0))
             continue
-        first = method(model, images, labels, settings, seed=0)
+        first = method(model, images, labels, settings, seeds=_seeds(images, 0))
         assert first.shape == images.shape, name
         assert first.dtype == torch.float32, name
         assert first.device.type == "cpu", name
@@ -543,7 +678,9 @@ def test_every_method_runs_on_every_architecture(models, architecture, target):
             assert first.abs().sum() > 0, name
         assert _hooks(model) == 0, name
         assert not images.requires_grad, name
-        torch.testing.assert_close(method(model, images, labels, settings, seed=0), first)
+        torch.testing.assert_close(
+            method(model, images, labels, settings, seeds=_seeds(images, 0)), first
+        )
         ran.append(name)
     expected = set(METHODS) - ({"gradcam"} if architecture == "mlp" else set())
     expected -= {"deeplift", "gradcam", "guided_backprop"} if target == "loss" else set()
@@ -603,10 +740,12 @@ def test_predicted_target_is_the_logit_target_where_the_model_is_right(name):
     torch.testing.assert_close(classes, predicted)
     torch.testing.assert_close(saliency.explained_classes(model, images, labels, logit), labels)
     method = METHODS[name]
-    explained = method(model, images, classes, settings, seed=0)
-    of_labels = method(model, images, labels, logit, seed=0)
+    explained = method(model, images, classes, settings, seeds=_seeds(images, 0))
+    of_labels = method(model, images, labels, logit, seeds=_seeds(images, 0))
     torch.testing.assert_close(explained[right], of_labels[right])
-    torch.testing.assert_close(explained, method(model, images, predicted, logit, seed=0))
+    torch.testing.assert_close(
+        explained, method(model, images, predicted, logit, seeds=_seeds(images, 0))
+    )
     differs = (explained - of_labels).flatten(1).abs().amax(1) > 1e-6
     assert differs[~right].any(), name  # a wrong label changes the explanation
 
@@ -614,15 +753,35 @@ def test_predicted_target_is_the_logit_target_where_the_model_is_right(name):
 # --- the stage -------------------------------------------------------------------------------
 
 
-def test_block_seeds_differ_by_split_and_start_and_seed():
-    seeds = {
-        (seed, split, start): saliency.block_seed(seed, split, start)
+def _splitmix64_outputs(state: int, count: int) -> list[int]:
+    """The first `count` outputs of the SplitMix64 generator from `state`, in plain Python."""
+    mask, outputs = 2**64 - 1, []
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        outputs.append(z ^ (z >> 31))
+    return outputs
+
+
+def test_image_seeds_are_splitmix64_outputs_of_a_key_per_seed_base_seed_and_split():
+    seeds = saliency.image_seeds(3, 1, "val", range(6))
+    assert seeds.dtype == np.uint64 and seeds.shape == (6,)
+    (key,) = np.random.SeedSequence([3, 1, SPLITS.index("val")]).generate_state(1, np.uint64)
+    assert [int(seed) for seed in seeds] == _splitmix64_outputs(int(key), 6)
+    # an image's seed depends on its index only, not on the indices around it
+    assert saliency.image_seeds(3, 1, "val", np.array([4]))[0] == seeds[4]
+    assert saliency.image_seeds(3, 1, "val", range(4, 9))[0] == seeds[4]
+    # and on every one of seed, base seed and split
+    streams = {
+        (seed, base_seed, split): tuple(saliency.image_seeds(seed, base_seed, split, range(50)))
         for seed in (0, 1)
-        for split in ("train", "val", "test")
-        for start in (0, 8192)
+        for base_seed in (0, 1)
+        for split in SPLITS
     }
-    assert len(set(seeds.values())) == len(seeds)
-    assert saliency.block_seed(0, "val", 8192) == seeds[(0, "val", 8192)]
+    values = [value for stream in streams.values() for value in stream]
+    assert len(set(values)) == len(values)
 
 
 @pytest.fixture
@@ -678,9 +837,9 @@ def test_run_saliency_writes_closed_form_attributions(tmp_path, tiny_stores, met
             differs.append(predicted != labels)
             labels = predicted  # the predicted class's logit; no label enters
         gradient_rows = weight[labels].reshape(-1, 2, 3, 3) / std
-        if method == "random":
-            seed = saliency.block_seed(settings["seed"], split, 0)
-            expected = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
+        if method == "random":  # image i of the split from image_seeds(seed, base seed 0, split)
+            seeds = saliency.image_seeds(settings["seed"], 0, split, range(len(images)))
+            expected = random(None, torch.from_numpy(images), None, DEFAULT, seeds=seeds)
             np.testing.assert_array_equal(stored, expected.numpy())
         elif settings.get("target") == "loss":
             expected = _loss_gradient(model, torch.from_numpy(images), torch.from_numpy(labels))
@@ -694,3 +853,76 @@ def test_run_saliency_writes_closed_form_attributions(tmp_path, tiny_stores, met
             np.testing.assert_allclose(stored, gradient_rows, rtol=1e-5)
     if settings.get("target") == "predicted":  # the case tells the targets apart
         assert np.concatenate(differs).any()
+
+
+def _checkpoint(path, base_seed, model_seed=0, hidden_sizes=()):
+    """A linear_model(model_seed, hidden_sizes) saved as trained from `base_seed`."""
+    model = linear_model(model_seed, list(hidden_sizes))
+    metadata = {"dataset": "tiny", "model": "lin", "seed": base_seed, "config_fingerprint": "f"}
+    save_checkpoint(path, model, {**SPEC, "hidden_sizes": list(hidden_sizes)}, metadata)
+    return path
+
+
+def _attribute(tmp_path, dataset, checkpoint, method, settings, name):
+    out = tmp_path / f"{name}.zarr"
+    run_saliency(str(dataset), str(checkpoint), str(out), method=method, settings=settings)
+    return {split: read_split(out, split)["attributions"] for split in SPLITS}
+
+
+def _blocks_of(rows):
+    """A stand-in for store.sample_blocks that cuts every split into blocks of `rows` images."""
+
+    def blocks(array, _rows=None):
+        for start in range(0, array.shape[0], rows):
+            yield slice(start, min(start + rows, array.shape[0]))
+
+    return blocks
+
+
+@pytest.mark.parametrize("method", STOCHASTIC)
+def test_stage_attributions_do_not_depend_on_batch_or_block_sizes(
+    tmp_path, tiny_stores, monkeypatch, method
+):
+    _, dataset, _ = tiny_stores
+    checkpoint = _checkpoint(tmp_path / "relu.safetensors", 0, model_seed=4, hidden_sizes=[6])
+    settings = {"seed": 2, "noise_samples": 3}
+    large = _attribute(
+        tmp_path,
+        dataset,
+        checkpoint,
+        method,
+        settings | {"batch_size": 64, "internal_batch_size": 4096},
+        "large",
+    )
+    monkeypatch.setattr(saliency, "sample_blocks", _blocks_of(2))
+    small = _attribute(
+        tmp_path,
+        dataset,
+        checkpoint,
+        method,
+        settings | {"batch_size": 1, "internal_batch_size": 2},
+        "small",
+    )
+    auto = _attribute(tmp_path, dataset, checkpoint, method, settings, "auto")
+    for split in SPLITS:
+        np.testing.assert_allclose(small[split], large[split], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(auto[split], large[split], rtol=1e-5, atol=1e-7)
+        assert np.abs(large[split]).sum() > 0
+    if method == "random":
+        for split in SPLITS:
+            np.testing.assert_array_equal(small[split], large[split])
+    # the splits draw differently (same images would otherwise get the same scores)
+    assert not np.allclose(large["train"], large["val"])
+
+
+def test_random_scores_differ_between_base_seeds_and_not_between_models(tmp_path, tiny_stores):
+    _, dataset, checkpoint = tiny_stores  # base seed 0
+    other_model = _checkpoint(tmp_path / "other.safetensors", 0, model_seed=9, hidden_sizes=[5])
+    other_seed = _checkpoint(tmp_path / "seed1.safetensors", 1)
+    settings = {"seed": 0}
+    first = _attribute(tmp_path, dataset, checkpoint, "random", settings, "first")
+    same_seed = _attribute(tmp_path, dataset, other_model, "random", settings, "same_seed")
+    next_seed = _attribute(tmp_path, dataset, other_seed, "random", settings, "next_seed")
+    for split in SPLITS:
+        np.testing.assert_array_equal(same_seed[split], first[split])
+        assert not np.allclose(next_seed[split], first[split])

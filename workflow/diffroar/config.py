@@ -145,6 +145,13 @@ def _type_text(expected) -> str:
     return " or ".join(TYPE_NAMES.get(name, name) for name in names)
 
 
+def _option_text(option: dict[str, Any]) -> str:
+    """'must be ...' text for one option of a oneOf or anyOf: its values, else its type."""
+    if "enum" in option:
+        return f"one of {', '.join(map(repr, option['enum']))}"
+    return _type_text(option.get("type", "?"))
+
+
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     """`schema` with a local `$ref` followed."""
     while schema.get("$ref", "").startswith("#/$defs/"):
@@ -195,7 +202,7 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
     if rule == "pattern" and "propertyNames" in error.schema_path:
         return f"{key}: the name {value!r} must match {expected} ({NAME_RULE})"
     if rule in ("oneOf", "anyOf"):
-        kinds = [_type_text(_resolve(option, root).get("type", "?")) for option in expected]
+        kinds = [_option_text(_resolve(option, root)) for option in expected]
         return f"{key} = {value!r}: must be {' or '.join(kinds)}"
     if rule == "type":
         if _names_non_finite(value) and {"number", "integer"} & set(_listed(expected)):
@@ -649,18 +656,20 @@ def method_settings(
 ) -> dict[str, Any]:
     """The settings that `method`'s attributions depend on, from the `saliency` section and the
     model (diffroar.saliency.Settings fields, plus `seed` for seeded methods). They are the
-    saliency rule's params, so changing a setting reruns only the methods that use it."""
+    saliency rule's params, so changing a setting reruns only the methods that use it. The batch
+    sizes are not among them: attributions do not depend on them (seeded methods draw per image),
+    so the saliency job reads them from the config and changing them reruns nothing."""
     if method == "sobel":
         return {}
     if method == "random":
         return {"seed": saliency_cfg["seed"]}
-    settings = {key: saliency_cfg[key] for key in ("batch_size", "target")}
+    settings = {"target": saliency_cfg["target"]}
     if method in ("integrated_gradients", "deeplift"):
         settings["baseline"] = saliency_cfg["baseline"]
     if method == "integrated_gradients":
-        settings |= {key: saliency_cfg[key] for key in ("steps", "internal_batch_size")}
+        settings["steps"] = saliency_cfg["steps"]
     if method in NOISE_METHODS:
-        keys = ("noise_std", "noise_samples", "internal_batch_size", "seed")
+        keys = ("noise_std", "noise_samples", "seed")
         settings |= {key: saliency_cfg[key] for key in keys}
     if method == "gradcam":
         settings["layer"] = model_cfg["gradcam_layer"]

@@ -2,24 +2,30 @@
 
 Every method has one signature,
 
-    method(model, images, labels, settings: Settings, *, seed: int) -> torch.Tensor
+    method(model, images, labels, settings: Settings, *, seeds: np.ndarray) -> torch.Tensor
 
 taking images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 on the model's device (the
-model in eval mode), and returns signed attributions (N, C, H, W) float32 on the CPU, computed
-in chunks of `settings.batch_size` images. The methods neither change the model nor leave hooks
-on it. `METHODS` maps config names to methods; every gradient method is Captum's:
+model in eval mode) and one seed per image (N,) (see `image_seeds`), and returns signed
+attributions (N, C, H, W) float32 on the CPU, computed in chunks of `settings.batch_size`
+images. A stochastic method draws image i's randomness from `seeds[i]` alone, so attributions do
+not depend on `batch_size`, `internal_batch_size` or how the stage splits a split into blocks
+(up to the last bits of floating point where the batch shape changes the kernels). The methods
+neither change the model nor leave hooks on it. `METHODS` maps config names to methods; every
+gradient is Captum's:
 
 - `gradient`: Saliency (signed, abs=False)
 - `gradient_x_input`: InputXGradient
 - `integrated_gradients`: IntegratedGradients (`steps`, `baseline`, `internal_batch_size`)
-- `smoothgrad`, `smoothgrad_sq`, `vargrad`: NoiseTunnel over the signed Saliency with that
-  nt_type (`noise_std`, `noise_samples`, `internal_batch_size`); the noise comes from `seed`
+- `smoothgrad`, `smoothgrad_sq`, `vargrad`: the signed Saliency of `noise_samples` noisy copies
+  x + N(0, noise_std^2) of each image, reduced as Captum's NoiseTunnel does for that nt_type
+  (mean, mean of squares, mean of squares less the squared mean); the noise of image i is drawn
+  from `seeds[i]` (NoiseTunnel would draw it from the global RNG, in batch order)
 - `guided_backprop`: GuidedBackprop
 - `gradcam`: LayerGradCam on the layer `settings.layer` of `model.network` (ReLU applied),
   upsampled bilinearly to (H, W) and repeated over the C channels
 - `deeplift`: DeepLift (`baseline`); target `loss` is refused (see `deeplift`)
-- model-independent controls: `random` (uniform scores from `seed`) and `sobel` (the per-channel
-  Sobel edge magnitude of the image)
+- model-independent controls: `random` (uniform scores, image i's from `seeds[i]`) and `sobel`
+  (the per-channel Sobel edge magnitude of the image)
 
 `Settings.target` picks what is explained: `logit`, the logit of the class in `labels`, or
 `loss`, the per-sample cross-entropy of that class (Captum explains the `CrossEntropy` wrapper,
@@ -33,8 +39,7 @@ attributions. gradcam and guided_backprop refuse `loss`: they keep only positive
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,7 +53,6 @@ from captum.attr import (
     IntegratedGradients,
     LayerAttribution,
     LayerGradCam,
-    NoiseTunnel,
     Saliency,
 )
 from scipy import ndimage
@@ -71,14 +75,26 @@ from .store import (
 BLOCK_IMAGES = 8192
 TARGETS = ("logit", "loss", "predicted")
 BASELINES = ("zero", "mean")
+# What `batch_size` and `internal_batch_size` "auto" mean on each device type (images per call,
+# model inputs per forward pass). Results do not depend on them, only speed. On a CPU, passes of
+# 32 inputs, what one image's 32 integration steps make: a 28x28 cnn's activations (about 0.65 MB
+# per input) then stay near the caches; passes of 256 inputs made integrated gradients and
+# SmoothGrad slower than image by image (0.6-0.8x, python -m bench --only attribution, one
+# thread), and 64 images per call amortise the per-call cost of an mlp. On a GPU, passes large
+# enough to fill the device.
+AUTO_BATCH_SIZES = {
+    "cpu": {"batch_size": 64, "internal_batch_size": 32},
+    "cuda": {"batch_size": 512, "internal_batch_size": 4096},
+}
 
 
 @dataclass(frozen=True)
 class Settings:
     """How the attribution methods run; each method reads only the fields it needs."""
 
-    batch_size: int = 512  # images per call of the explainer (bounds memory)
-    internal_batch_size: int = 4096  # most model inputs in one forward pass (IG steps, noise)
+    batch_size: int = AUTO_BATCH_SIZES["cpu"]["batch_size"]  # images per call of the explainer
+    # most model inputs in one forward pass (integration steps, noisy samples)
+    internal_batch_size: int = AUTO_BATCH_SIZES["cpu"]["internal_batch_size"]
     # "logit": the logit of the class in `labels`; "loss": its per-sample cross-entropy;
     # "predicted": a logit target whose `labels` are the model's predictions (explained_classes)
     target: str = "logit"
@@ -110,7 +126,7 @@ class Method(Protocol):
         labels: torch.Tensor,
         settings: Settings,
         *,
-        seed: int,
+        seeds: np.ndarray,
     ) -> torch.Tensor: ...
 
 
@@ -157,6 +173,13 @@ def explained_classes(
     return labels
 
 
+def _targets(labels: torch.Tensor, settings: Settings) -> dict[str, Any]:
+    """Captum's keyword arguments that pick the explained output of each image of a batch."""
+    if settings.target != "loss":  # logit and predicted: the logit of the class in `labels`
+        return {"target": labels}
+    return {"target": None, "additional_forward_args": (labels,)}
+
+
 def _in_chunks(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -165,20 +188,16 @@ def _in_chunks(
     chunk: int | None = None,
 ) -> torch.Tensor:
     """attribute(batch, target=..., additional_forward_args=...) per chunk of images (default
-    `settings.batch_size`), concatenated on the CPU as float32."""
+    `settings.batch_size`), gathered on the CPU as float32."""
     chunk = settings.batch_size if chunk is None else chunk
-    parts = []
+    # gathered by numpy, on one thread: torch's copies of this size wait for its thread pool,
+    # which costs milliseconds per copy on a loaded machine (measured: more than the Sobel filter)
+    gathered = np.zeros(images.shape, dtype=np.float32)
     for start in range(0, len(images), chunk):
         batch = images[start : start + chunk].detach()
-        batch_labels = labels[start : start + chunk]
-        if settings.target != "loss":
-            targets: dict[str, Any] = {"target": batch_labels}
-        else:
-            targets = {"target": None, "additional_forward_args": (batch_labels,)}
-        parts.append(attribute(batch, **targets).detach().to("cpu", torch.float32))
-    if not parts:
-        return torch.zeros(images.shape, dtype=torch.float32)
-    return torch.cat(parts)
+        targets = _targets(labels[start : start + chunk], settings)
+        gathered[start : start + chunk] = attribute(batch, **targets).detach().cpu().numpy()
+    return torch.from_numpy(gathered)
 
 
 def _baselines(batch: torch.Tensor, settings: Settings) -> torch.Tensor:
@@ -194,16 +213,18 @@ def _baselines(batch: torch.Tensor, settings: Settings) -> torch.Tensor:
     return torch.zeros_like(batch) + mean.view(1, -1, 1, 1)
 
 
-@contextmanager
-def _seeded(seed: int, on: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG (Captum draws its noise from it); restore it afterwards."""
-    with torch.random.fork_rng(devices=[on] if on.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
+def _check_seeds(images: torch.Tensor, seeds: np.ndarray) -> None:
+    if len(seeds) != len(images):
+        raise ValueError(f"got {len(seeds)} seeds for {len(images)} images: one per image")
 
 
 def gradient(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """The gradient of the target with respect to the input (Captum's Saliency, signed)."""
     explainer = Saliency(_explained(model, settings))
@@ -213,7 +234,12 @@ def gradient(
 
 
 def gradient_x_input(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """Input times gradient (Captum's InputXGradient)."""
     explainer = InputXGradient(_explained(model, settings))
@@ -221,7 +247,12 @@ def gradient_x_input(
 
 
 def integrated_gradients(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """Captum's IntegratedGradients from `settings.baseline` in `settings.steps` steps; chunks of
     at most `internal_batch_size` images so that no forward pass exceeds that many inputs."""
@@ -246,47 +277,85 @@ def _noise_tunnel(
     images: torch.Tensor,
     labels: torch.Tensor,
     settings: Settings,
-    seed: int,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
-    """Captum's NoiseTunnel of type `nt_type` over the signed Saliency, noise from `seed`."""
-    explainer = NoiseTunnel(Saliency(_explained(model, settings)))
+    """Captum's NoiseTunnel of type `nt_type` over the signed Saliency, with the noise of image i
+    drawn from `seeds[i]`: S = `noise_samples` copies x + N(0, noise_std^2) of each image, their
+    gradients g_1..g_S (forward passes of at most `internal_batch_size` noisy inputs), then
+    smoothgrad sum(g)/S, smoothgrad_sq sum(g^2)/S, vargrad sum(g^2)/S - (sum(g)/S)^2 (Captum's
+    definitions; the gradients of all S samples are reduced at once, in sample order, so the
+    passes' sizes do not change the sums)."""
+    _check_seeds(images, seeds)
+    explainer = Saliency(_explained(model, settings))
+    samples, shape = settings.noise_samples, images.shape[1:]
+    passes = settings.internal_batch_size
 
-    def attribute(batch: torch.Tensor, **targets: Any) -> torch.Tensor:
-        samples_per_pass = max(1, settings.internal_batch_size // len(batch))
-        return explainer.attribute(
-            batch,
-            nt_type=nt_type,
-            nt_samples=settings.noise_samples,
-            nt_samples_batch_size=min(settings.noise_samples, samples_per_pass),
-            stdevs=float(settings.noise_std),
-            abs=False,
-            **targets,
-        )
+    def attribute(batch: torch.Tensor, batch_labels: torch.Tensor, batch_seeds) -> torch.Tensor:
+        generator = torch.Generator(device=batch.device)
+        noise = torch.empty((len(batch), samples, *shape), device=batch.device)
+        for row, seed in zip(noise, batch_seeds, strict=True):
+            torch.randn(row.shape, generator=generator.manual_seed(int(seed)), out=row)
+        # image-major like NoiseTunnel's repeat_interleave: rows i*S .. i*S+S-1 are image i's
+        noisy = (batch.unsqueeze(1) + float(settings.noise_std) * noise).flatten(0, 1)
+        noisy_labels = batch_labels.repeat_interleave(samples)
+        gradients = torch.cat(
+            [
+                explainer.attribute(
+                    noisy[start : start + passes],
+                    abs=False,
+                    **_targets(noisy_labels[start : start + passes], settings),
+                ).detach()
+                for start in range(0, len(noisy), passes)
+            ]
+        ).view(len(batch), samples, *shape)
+        mean = gradients.sum(dim=1) / samples
+        if nt_type == "smoothgrad":
+            return mean
+        mean_square = gradients.pow(2).sum(dim=1) / samples
+        return mean_square if nt_type == "smoothgrad_sq" else mean_square - mean * mean
 
-    chunk = min(settings.batch_size, settings.internal_batch_size)
-    with _seeded(seed, images.device):
-        return _in_chunks(images, labels, settings, attribute, chunk)
+    gathered = np.zeros(images.shape, dtype=np.float32)  # by numpy: see _in_chunks
+    for start in range(0, len(images), settings.batch_size):
+        rows = slice(start, start + settings.batch_size)
+        values = attribute(images[rows].detach(), labels[rows], seeds[rows])
+        gathered[rows] = values.cpu().numpy()
+    return torch.from_numpy(gathered)
 
 
 def smoothgrad(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """SmoothGrad: the mean gradient over `noise_samples` noisy copies of each image."""
-    return _noise_tunnel("smoothgrad", model, images, labels, settings, seed)
+    return _noise_tunnel("smoothgrad", model, images, labels, settings, seeds)
 
 
 def smoothgrad_sq(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """SmoothGrad-squared: the mean squared gradient over noisy copies of each image."""
-    return _noise_tunnel("smoothgrad_sq", model, images, labels, settings, seed)
+    return _noise_tunnel("smoothgrad_sq", model, images, labels, settings, seeds)
 
 
 def vargrad(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """VarGrad: the variance of the gradient over noisy copies of each image."""
-    return _noise_tunnel("vargrad", model, images, labels, settings, seed)
+    return _noise_tunnel("vargrad", model, images, labels, settings, seeds)
 
 
 def _refuse_loss(method: str, settings: Settings) -> None:
@@ -300,7 +369,12 @@ def _refuse_loss(method: str, settings: Settings) -> None:
 
 
 def guided_backprop(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """Captum's GuidedBackprop: only positive gradients pass back through the ReLU modules.
     Target `loss` is refused (_refuse_loss)."""
@@ -340,7 +414,12 @@ def _gradcam_layer(model: nn.Module, name: str | None) -> nn.Module:
 
 
 def gradcam(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """Grad-CAM of the layer `settings.layer` of `model.network` (Captum's LayerGradCam with
     relu_attributions), upsampled bilinearly to (H, W) and repeated over the C channels. Target
@@ -364,7 +443,12 @@ def gradcam(
 
 
 def deeplift(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """Captum's DeepLift (rescale rule) from `settings.baseline`.
 
@@ -389,11 +473,20 @@ def deeplift(
 
 
 def random(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
-    """The control: uniform random scores from `seed`, independent of model and image."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(images.shape, generator=generator, dtype=torch.float32)
+    """The control: uniform random scores in [0, 1), those of image i drawn (on the CPU) from
+    `seeds[i]` alone; independent of the model and of the image's values."""
+    _check_seeds(images, seeds)
+    generator, scores = torch.Generator(), torch.empty(images.shape, dtype=torch.float32)
+    for row, seed in zip(scores, seeds, strict=True):
+        torch.rand(row.shape, generator=generator.manual_seed(int(seed)), out=row)
+    return scores
 
 
 def _sobel(planes: np.ndarray, axis: int) -> np.ndarray:
@@ -405,7 +498,12 @@ def _sobel(planes: np.ndarray, axis: int) -> np.ndarray:
 
 
 def sobel(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
 ) -> torch.Tensor:
     """The control: the edge magnitude sqrt(sobel_x^2 + sobel_y^2) of each channel of each image
     (scipy.ndimage's Sobel filter, reflected borders); the model is not used."""
@@ -413,7 +511,7 @@ def sobel(
     def attribute(batch: torch.Tensor, **targets: Any) -> torch.Tensor:
         planes = batch.cpu().numpy().astype(np.float64).reshape(-1, *batch.shape[2:])
         magnitude = np.hypot(_sobel(planes, axis=1), _sobel(planes, axis=2))
-        return torch.from_numpy(magnitude.reshape(batch.shape))
+        return torch.from_numpy(magnitude.reshape(batch.shape).astype(np.float32))
 
     return _in_chunks(images, labels, settings, attribute)
 
@@ -433,9 +531,40 @@ METHODS: dict[str, Method] = {
 }
 
 
-def block_seed(seed: int, split: str, start: int) -> int:
-    """An independent seed for the block of `split` that starts at sample `start`."""
-    return int(np.random.SeedSequence([seed, SPLITS.index(split), start]).generate_state(1)[0])
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on uint64 `values` (arithmetic modulo 2**64)."""
+    with np.errstate(over="ignore"):
+        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return values ^ (values >> np.uint64(31))
+
+
+def image_seeds(seed: int, base_seed: int, split: str, indices: np.ndarray | range) -> np.ndarray:
+    """The seeds (uint64, one per index) of the images at `indices` of `split`, for the methods'
+    `seeds`: output i + 1 of the SplitMix64 generator (a counter-based one: output i is a function
+    of i alone) started from a SeedSequence of (`seed`, `base_seed`, split). An image's seed
+    depends on nothing else: not on the block or batch it is attributed in, nor on the model
+    beyond its base seed (so `random` masks differ between base seeds and agree between the
+    models trained from one base seed)."""
+    (key,) = np.random.SeedSequence([seed, base_seed, SPLITS.index(split)]).generate_state(
+        1, np.uint64
+    )
+    counters = np.asarray(indices, dtype=np.uint64) + np.uint64(1)
+    with np.errstate(over="ignore"):
+        return _splitmix64(key + counters * np.uint64(0x9E3779B97F4A7C15))
+
+
+def batch_sizes(settings: dict[str, Any], on: torch.device) -> dict[str, int]:
+    """`batch_size` and `internal_batch_size` from `settings` (integers, or "auto" or absent for
+    AUTO_BATCH_SIZES of the device type of `on`)."""
+    auto = AUTO_BATCH_SIZES["cuda" if on.type == "cuda" else "cpu"]
+    resolved = {}
+    for key, default in auto.items():
+        value = settings.get(key, "auto")
+        if value != "auto" and not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"saliency {key} must be 'auto' or an integer >= 1, got {value!r}")
+        resolved[key] = default if value == "auto" else value
+    return resolved
 
 
 def run_saliency(
@@ -449,18 +578,19 @@ def run_saliency(
 ) -> None:
     """Attribute every image of every split with `method` and write the saliency store.
 
-    `settings` holds `Settings` fields (not `channel_mean`, which comes from the dataset) and the
-    base `seed` (default 0) from which every block of images gets its own seed. With
-    `expected_fingerprint`, a checkpoint trained under another config is refused.
+    `settings` holds `Settings` fields (not `channel_mean`, which comes from the dataset; the
+    batch sizes may be "auto" or absent, see `batch_sizes`) and the saliency `seed` (default 0)
+    from which, with the checkpoint's base seed, every image gets its own seed (`image_seeds`).
+    With `expected_fingerprint`, a checkpoint trained under another config is refused.
     """
     seed = int(settings.get("seed", 0))
     model, checkpoint = load_checkpoint(checkpoint_path, expected_fingerprint)
     on = device()
     model = model.to(on)
     dataset = read_attributes(dataset_path)
+    fields = {key: value for key, value in settings.items() if key != "seed"}
     resolved = Settings(
-        **{key: value for key, value in settings.items() if key != "seed"},
-        channel_mean=tuple(dataset["channel_mean"]),
+        **(fields | batch_sizes(settings, on)), channel_mean=tuple(dataset["channel_mean"])
     )
     attributes = {
         "dataset": checkpoint["dataset"],
@@ -490,9 +620,8 @@ def run_saliency(
                 images = torch.from_numpy(pixels).to(on)
                 true_labels = torch.from_numpy(labels[block]).to(on)
                 target = explained_classes(model, images, true_labels, resolved)
-                values = METHODS[method](
-                    model, images, target, resolved, seed=block_seed(seed, split, block.start)
-                ).numpy()
+                seeds = image_seeds(seed, checkpoint["seed"], split, range(block.start, block.stop))
+                values = METHODS[method](model, images, target, resolved, seeds=seeds).numpy()
                 if not np.isfinite(values).all():
                     raise FloatingPointError(
                         f"{method} attributions of {split} images {block.start}:{block.stop} "
@@ -500,7 +629,8 @@ def run_saliency(
                     )
                 attributions[block] = values
             log.info(
-                "%s/%s seed %s: %s attributions (target %s) of %d %s images on %s",
+                "%s/%s seed %s: %s attributions (target %s) of %d %s images on %s "
+                "(batch_size %d, internal_batch_size %d)",
                 checkpoint["dataset"],
                 checkpoint["model"],
                 checkpoint["seed"],
@@ -509,4 +639,6 @@ def run_saliency(
                 len(labels),
                 split,
                 on,
+                resolved.batch_size,
+                resolved.internal_batch_size,
             )

@@ -9,6 +9,8 @@ run_saliency(
     snakemake.input.checkpoint,
     snakemake.output[0],
     method=snakemake.wildcards.method,
-    settings=snakemake.params.settings,
+    # the batch sizes change no attribution, so they come from the config, not the params
+    settings=snakemake.params.settings
+    | {key: snakemake.config["saliency"][key] for key in ("batch_size", "internal_batch_size")},
     expected_fingerprint=snakemake.params.fingerprint,
 )
