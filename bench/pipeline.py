@@ -3,8 +3,11 @@
 The default experiment (config.yaml) runs from an empty results tree in a copy of the workflow
 with `snakemake --cores <this machine's CPUs>`, once with one retrain job per seed and once with
 `retraining.group_seeds` (every seed of a masked dataset in one job), one after the other. Every
-job logs at exit its start-up (interpreter, Snakemake's script preamble, imports: from process
-creation until diffroar.runtime.setup_job) and its work (from there to exit) and its threads.
+job logs at exit its start-up (interpreter, Snakemake's script preamble, imports or the hand-over
+to the warm worker of diffroar.worker: from the script process's creation until
+diffroar.runtime.setup_job) and its work (from there to exit) and its threads. The worker's own
+imports, once per run, are no job's: the first jobs wait for them in their start-up. Run with
+DIFFROAR_WORKER=0 to measure jobs that each import in their own process.
 
 Over the run's capacity, cores x wall seconds: the work share is the sum of threads x work
 seconds; start-up is the same sum of start-up seconds; the rest is Snakemake's own time

@@ -1,22 +1,51 @@
-"""Job start-up: a training job's modules import neither torchvision, Captum nor matplotlib
-(together over 2 s of every job's start-up on the 2-core machine; bench/ measures start-up)."""
+"""Job start-up: a rule script imports only diffroar.worker (the standard library: the heavy
+imports are the warm worker's, done once); and where a job runs in its own process
+(DIFFROAR_WORKER=0, Slurm, GPU jobs), a training job's modules import neither torchvision, Captum
+nor matplotlib (together over 2 s of every job's start-up on the 2-core machine; bench/ measures
+start-up)."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
 import pytest
+from workflow_helpers import REPO
 
 HEAVY = ("torchvision", "captum", "matplotlib")
+# what the worker's server imports once so that no script has to
+SERVER_ONLY = ("torch", "numpy", "zarr", "pandas", "matplotlib", "captum", "psutil", "scipy")
+
+
+def _loaded(module: str) -> str:
+    probe = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
+    return subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_rule_scripts_import_only_the_worker():
+    for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
+        imports = [
+            node
+            for node in ast.walk(ast.parse(script.read_text()))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+        ]
+        assert [(node.module, [a.name for a in node.names]) for node in imports] == [
+            ("diffroar.worker", ["call"])
+        ], script.name
+
+
+def test_the_worker_client_imports_no_numeric_library():
+    loaded = _loaded("diffroar.worker")
+    for heavy in SERVER_ONLY:
+        assert f"'{heavy}'" not in loaded, f"diffroar.worker imports {heavy}"
 
 
 @pytest.mark.parametrize("module", ["diffroar.train", "diffroar.retrain", "diffroar.mask"])
 def test_training_and_masking_jobs_do_not_import_heavy_libraries(module):
-    probe = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
+    loaded = _loaded(module)
     for heavy in HEAVY:
         assert f"'{heavy}'" not in loaded, f"{module} imports {heavy}"
 

@@ -32,8 +32,10 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def setup_job(log_path: str | Path, threads: int) -> logging.Logger:
-    """Send diffroar's log to `log_path` and stderr; cap numeric libraries at `threads` threads."""
+def setup_job(log_path: str | Path, threads: int, started: float | None = None) -> logging.Logger:
+    """Send diffroar's log to `log_path` and stderr; cap numeric libraries at `threads` threads.
+    `started` (seconds since the epoch) is when the job's process started, for the job times
+    logged at exit (default: this process's creation; the worker passes its script's)."""
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = str(threads)
     if "torch" in sys.modules:
@@ -51,16 +53,18 @@ def setup_job(log_path: str | Path, threads: int) -> logging.Logger:
         log.critical("job failed: %s: %s", kind.__name__, value, exc_info=(kind, value, traceback))
 
     sys.excepthook = log_failure
-    _log_job_times(threads)
+    _log_job_times(threads, started)
     return log
 
 
-def _log_job_times(threads: int) -> None:
+def _log_job_times(threads: int, started: float | None = None) -> None:
     """At exit, log how long the job worked and how long its process took to get there (the
-    interpreter, Snakemake's script preamble and the imports): bench/ reads this line."""
-    import psutil
+    interpreter, Snakemake's script preamble and the imports, or the hand-over to the worker)
+    from `started` (default: this process's creation): bench/ reads this line."""
+    if started is None:
+        import psutil
 
-    started = psutil.Process().create_time()
+        started = psutil.Process().create_time()
     ready = time.time()
 
     def report() -> None:

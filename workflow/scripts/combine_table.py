@@ -1,7 +1,5 @@
 """Rule `combine_table`: stack the per-dataset tables of one kind."""
 
-from diffroar.metrics import concatenate
-from diffroar.runtime import setup_job
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-concatenate(list(snakemake.input), snakemake.output[0])
+call(snakemake, "diffroar.metrics:concatenate", list(snakemake.input), snakemake.output[0])

@@ -1,10 +1,10 @@
 """Rule `figure_attributions`: the attribution gallery of one dataset."""
 
-from diffroar.figures import plot_attributions
-from diffroar.runtime import setup_job
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-plot_attributions(
+call(
+    snakemake,
+    "diffroar.figures:plot_attributions",
     snakemake.input.dataset,
     list(snakemake.input.saliency),
     snakemake.output[0],

@@ -1,10 +1,10 @@
 """Rule `localization`: attribution mass on the signal and null blocks of one dataset."""
 
-from diffroar.localization import run_localization
-from diffroar.runtime import setup_job
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-run_localization(
+call(
+    snakemake,
+    "diffroar.localization:run_localization",
     snakemake.input.dataset,
     list(snakemake.input.saliency),
     snakemake.output[0],

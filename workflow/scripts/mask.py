@@ -1,10 +1,10 @@
 """Rule `mask`: one masked copy of a dataset (one method, k and order)."""
 
-from diffroar.mask import run_mask
-from diffroar.runtime import setup_job
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-run_mask(
+call(
+    snakemake,
+    "diffroar.mask:run_mask",
     snakemake.input.dataset,
     snakemake.input.saliency,
     snakemake.output[0],

@@ -1,7 +1,11 @@
 """Rule `metrics`: run table and DiffROAR table of one dataset."""
 
-from diffroar.metrics import run_metrics
-from diffroar.runtime import setup_job
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-run_metrics(list(snakemake.input), snakemake.output.runs, snakemake.output.diffroar)
+call(
+    snakemake,
+    "diffroar.metrics:run_metrics",
+    list(snakemake.input),
+    snakemake.output.runs,
+    snakemake.output.diffroar,
+)

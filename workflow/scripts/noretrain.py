@@ -1,10 +1,10 @@
 """Rule `noretrain`: one base model's accuracy on all its masked test sets."""
 
-from diffroar.noretrain import run_noretrain
-from diffroar.runtime import setup_job
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-run_noretrain(
+call(
+    snakemake,
+    "diffroar.noretrain:run_noretrain",
     snakemake.input.dataset,
     snakemake.input.checkpoint,
     list(snakemake.input.masked),

@@ -1,10 +1,10 @@
 """Rule `saliency`: attributions of one base model with one method."""
 
-from diffroar.runtime import setup_job
-from diffroar.saliency import run_saliency
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-run_saliency(
+call(
+    snakemake,
+    "diffroar.saliency:run_saliency",
     snakemake.input.dataset,
     snakemake.input.checkpoint,
     snakemake.output[0],

@@ -1,10 +1,10 @@
 """Rule `train`: train one base model."""
 
-from diffroar.runtime import setup_job
-from diffroar.train import run_train
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-run_train(
+call(
+    snakemake,
+    "diffroar.train:run_train",
     snakemake.input.dataset,
     snakemake.output.checkpoint,
     snakemake.output.metrics,

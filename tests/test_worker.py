@@ -1,0 +1,359 @@
+"""The warm worker (diffroar.worker): jobs handed to a pre-imported server run as they would in
+their own process (arguments, directory, environment, descriptors, log, exit status), die with
+their script, and give the same results; the off switches run them in-process.
+
+The server tests run a private copy of the package with a probe module added: its own key, so its
+own server, which the module fixture stops at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from diffroar import worker
+from small_runs import (
+    assert_same_checkpoints,
+    clean_run,
+    read_tables,
+    run_tables,
+    small_workflow,
+    wait_for,
+)
+from workflow_helpers import REPO
+
+PROBE = '''
+"""Jobs for tests/test_worker.py."""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+import torch
+
+from .runtime import log
+
+
+def report(path):
+    log.info("probe running")
+    print("probe says hello on stdout")
+    print("probe says hello on stderr", file=sys.stderr)
+    facts = {
+        "pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0), "cwd": os.getcwd(),
+        "probe": os.environ.get("PROBE"), "torch_threads": torch.get_num_threads(),
+        "cuda_initialised": torch.cuda.is_initialized(), "argv": sys.argv,
+    }
+    Path(path).write_text(json.dumps(facts))
+
+
+def fail(message):
+    raise RuntimeError(message)
+
+
+def leave(code):
+    sys.exit(code)
+
+
+def hang(path):
+    grandchild = subprocess.Popen(["sleep", "600"])
+    Path(path).write_text(json.dumps({"pid": os.getpid(), "ppid": os.getppid(),
+                                      "grandchild": grandchild.pid}))
+    time.sleep(600)
+'''
+
+CLIENT = """
+import json, sys
+from types import SimpleNamespace
+from diffroar.worker import call
+job = SimpleNamespace(log=[sys.argv[1]], threads=int(sys.argv[2]), resources=SimpleNamespace())
+call(job, sys.argv[3], *json.loads(sys.argv[4]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """A copy of the package with the probe module; the server it starts is stopped at the end."""
+    root = tmp_path_factory.mktemp("worker")
+    shutil.copytree(
+        REPO / "workflow" / "diffroar",
+        root / "diffroar",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    (root / "diffroar" / "probe.py").write_text(PROBE)
+    yield root
+    key = worker.code_key(root / "diffroar")
+    log = worker.server_log(key)
+    if log.exists():
+        for line in log.read_text().splitlines():
+            if f"listening as {key}" in line:
+                pid = int(line.split("[", 1)[1].split("]", 1)[0])
+                if _alive(pid):
+                    os.kill(pid, signal.SIGTERM)
+
+
+def _client(package: Path, cwd: Path, function: str, *args, threads: int = 1, **environ):
+    """Start a rule-script-like client of `package` running `function`; its Popen."""
+    env = {**os.environ, "PYTHONPATH": str(package), "DIFFROAR_WORKER_IDLE": "60", **environ}
+    command = [sys.executable, "-c", CLIENT, str(cwd / "job.log"), str(threads), function]
+    return subprocess.Popen(
+        [*command, json.dumps(list(args))],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _run(package: Path, cwd: Path, function: str, *args, threads: int = 1, **environ):
+    process = _client(package, cwd, function, *args, threads=threads, **environ)
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout, stderr, process.pid
+
+
+# --- the switches ------------------------------------------------------------------------------
+
+
+def test_jobs_go_to_the_worker_unless_switched_off_on_slurm_or_on_a_gpu():
+    assert worker.in_process_reason({}) is None
+    assert worker.in_process_reason({"DIFFROAR_WORKER": "1"}) is None
+    assert worker.in_process_reason({"DIFFROAR_WORKER": "0"}) == "DIFFROAR_WORKER=0"
+    assert worker.in_process_reason({"SLURM_JOB_ID": "123"}) == "a Slurm job"
+    assert worker.in_process_reason({}, gpus=1) == "a GPU job"
+
+
+def test_a_bad_switch_value_names_it_and_what_is_allowed():
+    with pytest.raises(ValueError, match=r"DIFFROAR_WORKER = 'yes': must be 1 .* or 0"):
+        worker.in_process_reason({"DIFFROAR_WORKER": "yes"})
+    with pytest.raises(ValueError, match=r"DIFFROAR_WORKER_IDLE = '-3': must be a number"):
+        worker.idle_seconds({"DIFFROAR_WORKER_IDLE": "-3"})
+    assert worker.idle_seconds({}) == worker.DEFAULT_IDLE
+    assert worker.idle_seconds({"DIFFROAR_WORKER_IDLE": "2.5"}) == 2.5
+
+
+def test_only_diffroar_functions_can_be_requested():
+    assert worker.resolve("diffroar.runtime:read_json").__name__ == "read_json"
+    for bad in ("os:system", "diffroar.runtime", "diffroarx.evil:run"):
+        with pytest.raises(ValueError, match="must be 'diffroar.<module>:<name>'"):
+            worker.resolve(bad)
+
+
+def test_the_key_follows_the_code_the_copy_and_the_interpreter(tmp_path):
+    package = tmp_path / "diffroar"
+    shutil.copytree(REPO / "workflow" / "diffroar", package)
+    other = tmp_path / "other" / "diffroar"
+    shutil.copytree(package, other)
+    key = worker.code_key(package)
+    assert worker.code_key(package) == key
+    assert worker.code_key(other) != key  # another copy of the workflow
+    (package / "mask.py").write_text((package / "mask.py").read_text() + "\n# edited\n")
+    edited = worker.code_key(package)
+    assert edited != key
+    os.utime(package / "mask.py", ns=(0, 0))  # same size, another modification time
+    assert worker.code_key(package) != edited
+
+
+def test_the_process_start_time_is_this_process_creation():
+    import psutil
+
+    assert worker.process_start_time() == pytest.approx(psutil.Process().create_time(), abs=0.05)
+
+
+PREIMPORT = """
+import json, os
+from diffroar.worker import preimport
+preimport()
+import sys, torch
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print(json.dumps({"cuda": torch.cuda.is_initialized(), "threads": threads,
+                  "loaded": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def test_the_server_imports_the_stages_without_initialising_cuda_or_thread_pools():
+    """What the server holds when it forks: no CUDA context (a child can still pick the GPU), no
+    OpenMP or BLAS threads (only pyarrow's allocator thread)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "OPENBLAS_NUM_THREADS": "1"}
+    facts = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", PREIMPORT], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert facts["cuda"] is False
+    for library in ("torch", "captum", "zarr", "pandas", "matplotlib"):
+        assert library in facts["loaded"]
+    assert set(facts["threads"][1:]) <= {"jemalloc_bg_thd"}, facts["threads"]
+
+
+# --- through the server ------------------------------------------------------------------------
+
+
+def test_a_job_runs_in_a_forked_child_as_in_its_own_process(package, tmp_path):
+    code, stdout, stderr, client = _run(
+        package, tmp_path, "diffroar.probe:report", str(tmp_path / "facts.json"), threads=2,
+        PROBE="from the client",
+    )  # fmt: skip
+    assert code == 0, stderr
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert facts["pid"] != client and facts["ppid"] != client  # the server's child
+    assert facts["pgid"] == facts["pid"]  # its own process group
+    assert facts["cwd"] == str(tmp_path) and facts["probe"] == "from the client"
+    assert facts["torch_threads"] == 2 and facts["cuda_initialised"] is False
+    assert facts["argv"][0] == "-c"  # the script's
+    assert "probe says hello on stdout" in stdout  # the script's descriptors
+    assert "probe says hello on stderr" in stderr
+    log = (tmp_path / "job.log").read_text()
+    assert "INFO probe running" in log
+    startup = float(re.search(r"job times: ([\d.]+) s start-up, [\d.]+ s work, 2 threads", log)[1])
+    assert 0 < startup < 60
+
+
+def test_the_start_up_is_measured_from_the_script_start(package, tmp_path):
+    """A script that starts, sleeps 1.5 s, then hands over: its job's start-up includes the sleep
+    (measured from the script's creation, as bench/pipeline.py needs)."""
+    slow = CLIENT.replace(
+        "from diffroar.worker", "import time; time.sleep(1.5)\nfrom diffroar.worker"
+    )
+    env = {**os.environ, "PYTHONPATH": str(package), "DIFFROAR_WORKER_IDLE": "60"}
+    subprocess.run(
+        [sys.executable, "-c", slow, str(tmp_path / "job.log"), "1", "diffroar.probe:report",
+         json.dumps([str(tmp_path / "facts.json")])],
+        cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    line = next(
+        line for line in (tmp_path / "job.log").read_text().splitlines() if "job times" in line
+    )
+    assert float(line.split("job times: ")[1].split(" s")[0]) >= 1.5
+    assert json.loads((tmp_path / "facts.json").read_text())["ppid"] != os.getpid()
+
+
+def test_a_failing_job_fails_its_script_and_logs_the_traceback(package, tmp_path):
+    code, _, stderr, _ = _run(package, tmp_path, "diffroar.probe:fail", "boom in the job")
+    assert code == 1
+    log = (tmp_path / "job.log").read_text()
+    assert "CRITICAL job failed: RuntimeError: boom in the job" in log
+    assert "Traceback" in log and "in fail" in log
+    assert "job failed: RuntimeError: boom in the job" in stderr
+    assert "job times:" in log
+
+
+def test_the_jobs_exit_status_is_the_scripts(package, tmp_path):
+    assert _run(package, tmp_path, "diffroar.probe:leave", 3)[0] == 3
+    assert _run(package, tmp_path, "diffroar.probe:leave", 0)[0] == 0
+
+
+def test_killing_the_script_kills_the_job_and_its_subprocesses(package, tmp_path):
+    facts_path = tmp_path / "facts.json"
+    client = _client(package, tmp_path, "diffroar.probe:hang", str(facts_path))
+    try:
+        wait_for(facts_path.exists, timeout=300, what="the job to start")
+        facts = json.loads(facts_path.read_text())
+        assert _alive(facts["pid"]) and _alive(facts["grandchild"])
+    finally:
+        client.kill()
+        client.communicate()
+    wait_for(lambda: not _alive(facts["pid"]), timeout=10, what="the job to die")
+    wait_for(lambda: not _alive(facts["grandchild"]), timeout=10, what="its subprocess to die")
+    assert _alive(facts["ppid"])  # the server serves on
+
+
+def test_switched_off_the_job_runs_in_the_scripts_process(package, tmp_path):
+    code, stdout, _, client = _run(
+        package, tmp_path, "diffroar.probe:report", str(tmp_path / "facts.json"),
+        DIFFROAR_WORKER="0",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "facts.json").read_text())["pid"] == client
+    assert "job times:" in (tmp_path / "job.log").read_text()
+
+
+UNREACHABLE = """
+import json, os, sys
+from types import SimpleNamespace
+from diffroar import worker
+worker.code_key = lambda: "no-such-server-for-tests"
+worker.start_server = lambda key: None  # a server that never comes up
+worker.CONNECT_WAIT = 0.3
+job = SimpleNamespace(log=[sys.argv[1]], threads=1, resources=SimpleNamespace())
+worker.call(job, "diffroar.runtime:write_json", sys.argv[2], {"pid": os.getpid()})
+"""
+
+
+def test_without_a_reachable_server_the_job_runs_in_its_own_process(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    result = subprocess.run(
+        [sys.executable, "-c", UNREACHABLE, str(tmp_path / "job.log"), str(tmp_path / "out.json")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "no worker listens" in result.stderr and "in its own process" in result.stderr
+    assert json.loads((tmp_path / "out.json").read_text())["pid"] > 0
+    assert "job times:" in (tmp_path / "job.log").read_text()
+
+
+def test_a_second_server_of_the_same_key_exits_at_once(package):
+    key = worker.code_key(package / "diffroar")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.bind(worker.socket_name(key + "-taken"))  # a name already bound, as by a first server
+    try:
+        env = {**os.environ, "PYTHONPATH": str(package)}
+        started = time.monotonic()
+        second = subprocess.run(
+            [sys.executable, "-m", "diffroar.worker", "serve", key + "-taken"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 0 and time.monotonic() - started < 30
+        assert "listening" not in second.stdout  # it lost the race before importing anything
+    finally:
+        probe.close()
+
+
+def test_an_idle_server_exits(package, tmp_path):
+    """A server of another copy with a 1 s idle period is gone soon after its job."""
+    copy = tmp_path / "idle"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    code, *_ = _run(
+        copy, tmp_path, "diffroar.probe:report", str(tmp_path / "facts.json"),
+        DIFFROAR_WORKER_IDLE="1",
+    )  # fmt: skip
+    assert code == 0
+    server = json.loads((tmp_path / "facts.json").read_text())["ppid"]
+    wait_for(lambda: not _alive(server), timeout=30, what="the idle server to exit")
+    assert worker.try_connect(worker.code_key(copy / "diffroar")) is None
+
+
+# --- the same results ---------------------------------------------------------------------------
+
+
+@pytest.mark.workflow
+def test_the_worker_and_own_processes_give_bit_identical_results(
+    tmp_path_factory, tmp_path, monkeypatch
+):
+    """clean_run goes through the worker (the default); the same run with DIFFROAR_WORKER=0 gives
+    the same tables and the same checkpoint tensors."""
+    assert worker.in_process_reason(os.environ) is None  # clean_run used the worker
+    through_worker = clean_run(tmp_path_factory)
+    monkeypatch.setenv("DIFFROAR_WORKER", "0")
+    workdir = small_workflow(tmp_path / "run")
+    run_tables(workdir)
+    expected, found = read_tables(through_worker), read_tables(workdir)
+    assert list(found) == list(expected)
+    for name, table in expected.items():
+        pd.testing.assert_frame_equal(found[name], table, check_exact=True, obj=name)
+    assert_same_checkpoints(through_worker, workdir)
