@@ -69,6 +69,8 @@ STAGES = (
     "diffroar.mask",
     "diffroar.noretrain",
     "diffroar.metrics",
+    "diffroar.compare",
+    "diffroar.robust",
     "diffroar.localization",
     "diffroar.figures",
 )

@@ -1,7 +1,11 @@
 """Rule `comparisons`: paired comparisons of the methods of one dataset."""
 
-from diffroar.compare import run_comparisons
-from diffroar.runtime import setup_job
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-run_comparisons(snakemake.input[0], list(snakemake.params.keep_fractions), snakemake.output[0])
+call(
+    snakemake,
+    "diffroar.compare:run_comparisons",
+    snakemake.input[0],
+    list(snakemake.params.keep_fractions),
+    snakemake.output[0],
+)

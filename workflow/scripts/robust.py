@@ -1,10 +1,10 @@
 """Rule `robust`: the robust test accuracy of one PGD-trained base model."""
 
-from diffroar.robust import run_robust
-from diffroar.runtime import setup_job
+from diffroar.worker import call
 
-setup_job(snakemake.log[0], snakemake.threads)
-run_robust(
+call(
+    snakemake,
+    "diffroar.robust:run_robust",
     snakemake.input.dataset,
     snakemake.input.checkpoint,
     snakemake.output[0],
