@@ -103,9 +103,8 @@ def run(quick: bool) -> list[Row]:
                 run_mask(
                     str(data),
                     str(saliency),
-                    str(masked),
+                    {"top": str(masked)},
                     keep_fraction=keep_fraction,
-                    order="top",
                     imputation=imputation,
                     ranking="coordinate",
                     tiebreak_seed=0,

@@ -277,7 +277,28 @@ def attribution_fingerprint(wildcards):
     return config_fingerprint(*identity)
 
 
-def retrain_fingerprint(wildcards, rseed):
+def of_order(path, order):
+    """`path` (a pattern with `{order}`) for one order: the mask and retrain jobs make both."""
+    return path.replace("{order}", order)
+
+
+def retrain_outputs(name):
+    """Named outputs `<order>_<name>` of a retrain job: `name` (model.safetensors or
+    metrics.json) of every retrain seed of the job, per order."""
+    seeds = (
+        {"rseed": EXPERIMENT["retrain_seeds"]}
+        if config["retraining"]["group_seeds"]
+        else {}
+    )
+    return {
+        f"{order}_{name.split('.')[0]}": expand(
+            of_order(f"{RETRAIN_DIR}/{name}", order), **seeds, allow_missing=True
+        )
+        for order in ORDERS
+    }
+
+
+def retrain_fingerprint(wildcards, order, rseed):
     """Fingerprint of everything in the config that a retrained model depends on."""
     return config_fingerprint(
         train_fingerprint(wildcards),
@@ -285,7 +306,7 @@ def retrain_fingerprint(wildcards, rseed):
         attribution_settings(wildcards),
         wildcards.imputation,
         masking_settings(wildcards),
-        wildcards.order,
+        order,
         wildcards.k,
         retrain_model(wildcards),
         retraining_settings(),
@@ -301,7 +322,11 @@ def job_retrain_seeds(wildcards):
 
 
 def retrain_fingerprints(wildcards):
-    """The fingerprint of each retrained model of one retrain job, in seed order."""
-    return [
-        retrain_fingerprint(wildcards, rseed) for rseed in job_retrain_seeds(wildcards)
-    ]
+    """The fingerprint of each retrained model of one retrain job: per order, in seed order."""
+    return {
+        order: [
+            retrain_fingerprint(wildcards, order, rseed)
+            for rseed in job_retrain_seeds(wildcards)
+        ]
+        for order in ORDERS
+    }

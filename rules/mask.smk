@@ -1,11 +1,12 @@
+# One job per method, imputation and k writes the top-k and the bottom-k store from one ranking.
 rule mask:
     input:
         dataset=DATA,
         saliency=SALIENCY,
     output:
-        directory(MASKED),
+        **{order: directory(of_order(MASKED, order)) for order in ORDERS},
     log:
-        "results/logs/mask/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}.log",
+        "results/logs/mask/{dataset}/{model}/seed{seed}/{method}/{imputation}/k{k}.log",
     conda:
         "../envs/diffroar.yaml"
     threads: rule_threads("mask")

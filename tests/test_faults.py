@@ -337,9 +337,8 @@ def _mask(dataset: Path, saliency: Path, out: Path) -> None:
     run_mask(
         str(dataset),
         str(saliency),
-        str(out),
+        {"top": str(out)},
         keep_fraction=0.1,
-        order="top",
         imputation="mean",
         ranking="coordinate",
         tiebreak_seed=0,

@@ -178,9 +178,8 @@ def test_run_mask_end_to_end(tmp_path, order):
     run_mask(
         str(dataset_path),
         str(saliency_path),
-        str(out_path),
+        {order: str(out_path)},
         keep_fraction=0.5,
-        order=order,
         imputation="mean",
         ranking="coordinate",
         tiebreak_seed=0,
@@ -228,9 +227,8 @@ def test_run_mask_rejects_attributions_of_another_shape(tmp_path):
         run_mask(
             str(dataset_path),
             str(saliency_path),
-            str(tmp_path / "masked.zarr"),
+            {"top": str(tmp_path / "masked.zarr")},
             keep_fraction=0.5,
-            order="top",
             imputation="mean",
             ranking="coordinate",
             tiebreak_seed=0,
@@ -274,9 +272,8 @@ def test_run_mask_with_noisy_linear_imputation(tmp_path):
     run_mask(
         str(dataset_path),
         str(saliency_path),
-        str(out_path),
+        {"top": str(out_path)},
         keep_fraction=0.5,
-        order="top",
         imputation="noisy_linear",
         ranking="pixel",
         tiebreak_seed=0,
@@ -292,3 +289,21 @@ def test_run_mask_with_noisy_linear_imputation(tmp_path):
     filled = masked["images"][changed]
     assert not np.allclose(filled, PIXEL_MEAN)  # neighbours, not a constant
     assert np.abs(filled - 0.5).max() < 0.6  # weighted means of [0, 1] values plus small noise
+
+
+@pytest.mark.parametrize("imputation", ["mean", "noisy_linear", "mask_only"])
+def test_one_job_for_both_orders_writes_what_a_job_per_order_writes(tmp_path, imputation):
+    dataset_path, saliency_path = _write_stores(tmp_path)
+    settings = dict(keep_fraction=0.5, imputation=imputation, ranking="coordinate", noise=0.01)
+    both = {order: str(tmp_path / f"both-{order}.zarr") for order in ("top", "bottom")}
+    run_mask(str(dataset_path), str(saliency_path), both, tiebreak_seed=3, **settings)
+    for order in ("top", "bottom"):
+        alone = str(tmp_path / f"alone-{order}.zarr")
+        run_mask(str(dataset_path), str(saliency_path), {order: alone}, tiebreak_seed=3, **settings)
+        assert dict(open_store(alone).attrs) == dict(open_store(both[order]).attrs)
+        assert open_store(alone).attrs["masking"]["order"] == order
+        for split in SPLITS:
+            for name, values in read_split(alone, split).items():
+                np.testing.assert_array_equal(read_split(both[order], split)[name], values)
+    top, bottom = (read_split(both[order], "train")["images"] for order in ("top", "bottom"))
+    assert not np.array_equal(top, bottom)

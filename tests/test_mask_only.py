@@ -78,9 +78,8 @@ def _mask_only_accuracy(tmp_path, attributions_of) -> float:
     run_mask(
         dataset_path,
         saliency_path,
-        masked,
+        {"top": masked},
         keep_fraction=KEPT / 64,
-        order="top",
         imputation="mask_only",
         ranking="coordinate",
         tiebreak_seed=0,
@@ -92,8 +91,8 @@ def _mask_only_accuracy(tmp_path, attributions_of) -> float:
     assert open_store(masked).attrs["masking"]["imputation"] == "mask_only"
     metrics = tmp_path / "metrics.json"
     run_retrain(
-        masked,
-        [(str(tmp_path / "model.safetensors"), str(metrics))],
+        {"top": masked},
+        {"top": [(str(tmp_path / "model.safetensors"), str(metrics))]},
         base_model_cfg={
             "architecture": "mlp",
             "hidden_sizes": [32],
@@ -107,7 +106,7 @@ def _mask_only_accuracy(tmp_path, attributions_of) -> float:
             "weight_decay": 0.0,
         },
         retrain_seeds=[0],
-        config_fingerprints=["f"],
+        config_fingerprints={"top": ["f"]},
         attribution_fingerprint="a",
     )
     result = json.loads(metrics.read_text())

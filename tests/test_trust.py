@@ -156,9 +156,8 @@ def test_noretrain_refuses_a_checkpoint_of_another_config_and_writes_nothing(bas
     run_mask(
         str(dataset),
         str(saliency),
-        str(masked),
+        {"top": str(masked)},
         keep_fraction=0.1,
-        order="top",
         imputation="mean",
         ranking="coordinate",
         tiebreak_seed=0,

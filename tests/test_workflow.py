@@ -166,7 +166,7 @@ def test_reordering_config_keys_reruns_nothing(copy_of_finished):
 def test_adding_a_k_reruns_only_that_k_and_the_tables(copy_of_finished):
     set_config(copy_of_finished, experiment={"keep_fractions": [0.1, 0.5, 0.3]})
     jobs = planned_jobs(copy_of_finished)
-    per_k = len(MODELS) * len(METHODS) * len(IMPUTATIONS) * ORDERS
+    per_k = len(MODELS) * len(METHODS) * len(IMPUTATIONS)  # one job writes both orders
     assert jobs["mask"] == per_k and jobs["retrain"] == per_k
     assert {"train", "saliency", "data", "figure_attributions"}.isdisjoint(jobs)
     assert jobs["metrics"] == 1 and jobs["figure_methods"] == 1
@@ -176,7 +176,7 @@ def test_adding_a_k_reruns_only_that_k_and_the_tables(copy_of_finished):
 def test_adding_an_imputation_reruns_only_its_masks_and_what_follows(copy_of_finished):
     set_config(copy_of_finished, experiment={"imputations": [*IMPUTATIONS, "channel_mean"]})
     jobs = planned_jobs(copy_of_finished)
-    per_imputation = len(MODELS) * len(METHODS) * len(KS) * ORDERS
+    per_imputation = len(MODELS) * len(METHODS) * len(KS)
     assert jobs["mask"] == per_imputation and jobs["retrain"] == per_imputation
     assert {"train", "saliency", "data", "localization"}.isdisjoint(jobs)
 
@@ -184,7 +184,7 @@ def test_adding_an_imputation_reruns_only_its_masks_and_what_follows(copy_of_fin
 def test_adding_the_mask_only_control_reruns_only_its_masks_retrains_and_tables(copy_of_finished):
     set_config(copy_of_finished, experiment={"imputations": [*IMPUTATIONS, "mask_only"]})
     jobs = planned_jobs(copy_of_finished)
-    per_mask = len(MODELS) * len(METHODS) * len(KS) * ORDERS  # once per mask, not per imputation
+    per_mask = len(MODELS) * len(METHODS) * len(KS)  # once per mask, not per imputation
     assert jobs["mask"] == per_mask and jobs["retrain"] == per_mask
     assert jobs["metrics"] == 1 and jobs["figure_methods"] == 1
     # the base models never saw binary masks: no retrain-free rows for the control
@@ -195,7 +195,7 @@ def test_adding_the_mask_only_control_reruns_only_its_masks_retrains_and_tables(
 def test_changing_the_imputation_noise_reruns_only_noisy_linear(copy_of_finished):
     set_config(copy_of_finished, masking={"noise": 0.05})
     jobs = planned_jobs(copy_of_finished)
-    assert jobs["mask"] == len(MODELS) * len(METHODS) * len(KS) * ORDERS  # not the mean masks
+    assert jobs["mask"] == len(MODELS) * len(METHODS) * len(KS)  # not the mean masks
     assert "saliency" not in jobs and "train" not in jobs
 
 
@@ -204,7 +204,7 @@ def test_naming_a_retraining_model_reruns_only_retraining(copy_of_finished):
     jobs = planned_jobs(copy_of_finished)
     # tiny_l2's masks are now retrained as tiny_standard models; tiny_standard's retrainings
     # already were
-    assert jobs["retrain"] == len(METHODS) * len(IMPUTATIONS) * len(KS) * ORDERS
+    assert jobs["retrain"] == len(METHODS) * len(IMPUTATIONS) * len(KS)
     assert {"train", "saliency", "mask", "noretrain"}.isdisjoint(jobs)
 
 
@@ -212,7 +212,7 @@ def test_changing_a_saliency_parameter_reruns_that_saliency_not_training(copy_of
     set_config(copy_of_finished, saliency={"seed": 7})  # only `random` depends on it
     jobs = planned_jobs(copy_of_finished)
     assert jobs["saliency"] == len(MODELS)
-    assert jobs["mask"] == len(MODELS) * len(IMPUTATIONS) * len(KS) * ORDERS
+    assert jobs["mask"] == len(MODELS) * len(IMPUTATIONS) * len(KS)
     assert jobs["retrain"] == jobs["mask"]
     assert "train" not in jobs and "data" not in jobs
 
@@ -245,7 +245,7 @@ def test_editing_training_code_reruns_training_and_everything_after(copy_of_fini
     assert "data" not in jobs
     assert jobs["train"] == len(MODELS)
     assert jobs["saliency"] == len(MODELS) * len(METHODS)
-    assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS) * ORDERS
+    assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS)
     assert jobs["noretrain"] == len(MODELS)
     assert all(jobs[rule] == 1 for rule in FIGURE_RULES)
 

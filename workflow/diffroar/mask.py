@@ -10,6 +10,8 @@ A masked store holds, per split, `images` (N, C, H, W) float32 already scaled to
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import numpy as np
 
 from .data import read_attributes
@@ -49,6 +51,36 @@ def ranked_units(shape: tuple[int, ...] | list[int], ranking: str) -> int:
     return int(np.prod(shape if ranking == "coordinate" else shape[1:]))
 
 
+def keep_masks(
+    attributions: np.ndarray,
+    keep_fraction: float,
+    orders: list[str] | tuple[str, ...],
+    rng: np.random.Generator,
+    ranking: str = "coordinate",
+) -> dict[str, np.ndarray]:
+    """Per order of `orders`, a bool mask shaped like `attributions` (N, C, H, W) that keeps, per
+    image, the round(k * d) highest-ranked units (order 'top') or the lowest-ranked ones (order
+    'bottom'), from one ranking; units are coordinates (d = C*H*W) or pixels (d = H*W, scored by
+    the sum over channels)."""
+    for order in orders:
+        if order not in ORDERS:
+            raise ValueError(f"order {order!r}: must be one of {', '.join(ORDERS)}")
+    units = ranked_units(attributions.shape[1:], ranking)
+    scores = attributions if ranking == "coordinate" else attributions.sum(axis=1)
+    flat = scores.reshape(len(scores), units)
+    count = keep_count(keep_fraction, units)
+    ranks = rank(flat, rng)
+    masks = {}
+    for order in orders:
+        chosen = ranks[:, :count] if order == "top" else ranks[:, units - count :]
+        mask = np.zeros(flat.shape, dtype=bool)
+        np.put_along_axis(mask, chosen, True, axis=1)
+        if ranking == "pixel":
+            mask = np.broadcast_to(mask.reshape(scores.shape)[:, None], attributions.shape)
+        masks[order] = mask.reshape(attributions.shape)
+    return masks
+
+
 def keep_mask(
     attributions: np.ndarray,
     keep_fraction: float,
@@ -56,22 +88,8 @@ def keep_mask(
     rng: np.random.Generator,
     ranking: str = "coordinate",
 ) -> np.ndarray:
-    """Bool mask shaped like `attributions` (N, C, H, W) that keeps, per image, the round(k * d)
-    highest-ranked units (order 'top') or the lowest-ranked ones (order 'bottom'); units are
-    coordinates (d = C*H*W) or pixels (d = H*W, scored by the sum over channels)."""
-    if order not in ORDERS:
-        raise ValueError(f"order {order!r}: must be one of {', '.join(ORDERS)}")
-    units = ranked_units(attributions.shape[1:], ranking)
-    scores = attributions if ranking == "coordinate" else attributions.sum(axis=1)
-    flat = scores.reshape(len(scores), units)
-    count = keep_count(keep_fraction, units)
-    ranks = rank(flat, rng)
-    chosen = ranks[:, :count] if order == "top" else ranks[:, units - count :]
-    mask = np.zeros(flat.shape, dtype=bool)
-    np.put_along_axis(mask, chosen, True, axis=1)
-    if ranking == "pixel":
-        mask = np.broadcast_to(mask.reshape(scores.shape)[:, None], attributions.shape)
-    return mask.reshape(attributions.shape)
+    """The mask of `keep_masks` for one order."""
+    return keep_masks(attributions, keep_fraction, [order], rng, ranking)[order]
 
 
 def tiebreak_rng(seed: int, split: str, start: int) -> np.random.Generator:
@@ -88,45 +106,53 @@ def noise_rng(seed: int, split: str, start: int) -> np.random.Generator:
 def run_mask(
     dataset_path: str,
     saliency_path: str,
-    out_path: str,
+    out_paths: dict[str, str],
     *,
     keep_fraction: float,
-    order: str,
     imputation: str,
     ranking: str,
     tiebreak_seed: int,
     noise: float = 0.0,
 ) -> None:
-    """Write the masked copy of all splits of a dataset for one attribution store, k, order and
-    imputation (`noise`: the std of noisy_linear's noise)."""
+    """Write the masked copies of all splits of a dataset for one attribution store, k and
+    imputation, one per order of `out_paths` (order -> path), from one ranking (`noise`: the std
+    of noisy_linear's noise). Each order's store is the one a job of its own would write."""
     dataset = read_attributes(dataset_path)
     saliency = open_store(saliency_path, ("model", "base_seed", "method"))
     units = ranked_units(dataset["shape"], ranking)
     kept = keep_count(keep_fraction, units)
-    attributes = {
-        **dataset,
-        "pixel_max": 1.0,
-        "source_pixel_max": dataset["pixel_max"],
-        "masking": {
-            "model": saliency.attrs["model"],
-            "base_seed": saliency.attrs["base_seed"],
-            "method": saliency.attrs["method"],
-            "keep_fraction": keep_fraction,
-            "order": order,
-            "ranking": ranking,
-            "kept_units": kept,
-            "units": units,
-            "kept_coordinates": kept * int(np.prod(dataset["shape"])) // units,
-            "coordinates": int(np.prod(dataset["shape"])),
-            "imputation": imputation,
-            "noise": noise if imputation == "noisy_linear" else None,
-            "tiebreak_seed": tiebreak_seed,
-        },
-        "package_version": package_version(),
+    masking = {
+        "model": saliency.attrs["model"],
+        "base_seed": saliency.attrs["base_seed"],
+        "method": saliency.attrs["method"],
+        "keep_fraction": keep_fraction,
+        "ranking": ranking,
+        "kept_units": kept,
+        "units": units,
+        "kept_coordinates": kept * int(np.prod(dataset["shape"])) // units,
+        "coordinates": int(np.prod(dataset["shape"])),
+        "imputation": imputation,
+        "noise": noise if imputation == "noisy_linear" else None,
+        "tiebreak_seed": tiebreak_seed,
     }
     source = open_store(dataset_path)
     pixel_max = np.float32(dataset["pixel_max"])
-    with new_store(out_path, attributes) as root:
+    with ExitStack() as stack:
+        roots = {
+            order: stack.enter_context(
+                new_store(
+                    path,
+                    {
+                        **dataset,
+                        "pixel_max": 1.0,
+                        "source_pixel_max": dataset["pixel_max"],
+                        "masking": {**masking, "order": order},
+                        "package_version": package_version(),
+                    },
+                )
+            )
+            for order, path in out_paths.items()
+        }
         for split in SPLITS:
             stored = stored_array(source, split, "images", dataset_path)
             attributions = stored_array(saliency, split, "attributions", saliency_path)
@@ -135,35 +161,43 @@ def run_mask(
                     f"{saliency_path}: {split} attributions have shape {attributions.shape}, "
                     f"the images of {dataset_path} {stored.shape}"
                 )
-            group = root.create_group(split)
-            # Kept values are float32 copies of a few hundred pixel levels and a constant fill
-            # repeats one value: zstd finds those 4-byte words whole, and shuffling bits or
-            # bytes would break them up (bench/storage.py: 1.74x -> 0.93x the raw uint8 bytes
-            # for mean imputation at k = 0.9 on Fashion-MNIST; noisy_linear 2.39x -> 1.33x).
-            masked = create_empty(group, "images", stored.shape, "float32", shuffle="noshuffle")
-            labels = stored_array(source, split, "labels", dataset_path)
-            write_array(group, "labels", read_block(labels, dataset_path))
+            labels = read_block(stored_array(source, split, "labels", dataset_path), dataset_path)
+            masked = {}
+            for order, root in roots.items():
+                group = root.create_group(split)
+                # Kept values are float32 copies of a few hundred pixel levels and a constant
+                # fill repeats one value: zstd finds those 4-byte words whole, and shuffling bits
+                # or bytes would break them up (bench/storage.py: 1.74x -> 0.93x the raw uint8
+                # bytes for mean imputation at k = 0.9 on Fashion-MNIST; noisy_linear 2.39x ->
+                # 1.33x).
+                masked[order] = create_empty(
+                    group, "images", stored.shape, "float32", shuffle="noshuffle"
+                )
+                write_array(group, "labels", labels)
             for block in sample_blocks(attributions):
-                keep = keep_mask(
+                keeps = keep_masks(
                     read_block(attributions, saliency_path, block),
                     keep_fraction,
-                    order,
+                    list(out_paths),
                     tiebreak_rng(tiebreak_seed, split, block.start),
                     ranking,
                 )
-                masked[block] = impute(
-                    read_block(stored, dataset_path, block).astype(np.float32) / pixel_max,
-                    keep,
-                    imputation,
-                    pixel_mean=float(dataset["pixel_mean"]),
-                    channel_mean=list(dataset["channel_mean"]),
-                    noise=noise,
-                    rng=noise_rng(tiebreak_seed, split, block.start),
-                )
+                pixels = read_block(stored, dataset_path, block).astype(np.float32) / pixel_max
+                for order, keep in keeps.items():
+                    masked[order][block] = impute(
+                        pixels,
+                        keep,
+                        imputation,
+                        pixel_mean=float(dataset["pixel_mean"]),
+                        channel_mean=list(dataset["channel_mean"]),
+                        noise=noise,
+                        # each order's own stream, as in a job of its own
+                        rng=noise_rng(tiebreak_seed, split, block.start),
+                    )
             log.info("%s: %d images masked", split, stored.shape[0])
     log.info(
-        "%s-%g masked copy of %s with %s attributions of %s, %s imputation: %d of %d %ss kept",
-        order,
+        "%s-%g masked copies of %s with %s attributions of %s, %s imputation: %d of %d %ss kept",
+        "/".join(out_paths),
         keep_fraction,
         dataset["dataset"],
         saliency.attrs["method"],

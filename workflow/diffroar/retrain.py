@@ -4,7 +4,8 @@ unless the config's `retraining.model` names another.
 Always standard training. The model is evaluated on the equally masked validation and test sets
 after every epoch; the reported accuracy is the test accuracy at the epoch of best validation
 accuracy (the earliest, on ties), and the last epoch's beside it. With `retraining.group_seeds`
-one job trains every retrain seed of a masked dataset, one after another.
+one job trains every retrain seed of a masked dataset, one after another; one job retrains the
+top-k and the bottom-k copy of a mask pair.
 """
 
 from __future__ import annotations
@@ -27,6 +28,34 @@ def select_epoch(history: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run_retrain(
+    masked_paths: dict[str, str],
+    outputs: dict[str, list[tuple[str, str]]],
+    *,
+    base_model_cfg: dict[str, Any],
+    model_cfg: dict[str, Any],
+    retraining_cfg: dict[str, Any],
+    retrain_seeds: list[int],
+    config_fingerprints: dict[str, list[str]],
+    attribution_fingerprint: str,
+) -> None:
+    """Retrain a `model_cfg` model on each masked store of `masked_paths` (order -> path: the
+    top-k and bottom-k copies of one mask pair) once per seed of `retrain_seeds`, one after
+    another, writing each seed's (checkpoint, metrics JSON) paths of `outputs[order]` with its
+    fingerprint of `config_fingerprints[order]`."""
+    for order, masked_path in masked_paths.items():
+        retrain_store(
+            masked_path,
+            outputs[order],
+            base_model_cfg=base_model_cfg,
+            model_cfg=model_cfg,
+            retraining_cfg=retraining_cfg,
+            retrain_seeds=retrain_seeds,
+            config_fingerprints=config_fingerprints[order],
+            attribution_fingerprint=attribution_fingerprint,
+        )
+
+
+def retrain_store(
     masked_path: str,
     outputs: list[tuple[str, str]],
     *,
@@ -45,7 +74,7 @@ def run_retrain(
     runs once.
 
     The store is read once. Every seed starts from the same state as in a job of its own (torch
-    seeded, then a fresh model), so grouping seeds in one job changes no number."""
+    seeded, then a fresh model), so grouping seeds or orders in one job changes no number."""
     on = device()
     attributes = read_attributes(masked_path)
     spec = model_spec(model_cfg, attributes)

@@ -1,4 +1,4 @@
-"""Rule `mask`: one masked copy of a dataset (one method, k and order)."""
+"""Rule `mask`: the top-k and bottom-k masked copies of a dataset (one method, imputation and k)."""
 
 from diffroar.worker import call
 
@@ -7,9 +7,8 @@ call(
     "diffroar.mask:run_mask",
     snakemake.input.dataset,
     snakemake.input.saliency,
-    snakemake.output[0],
+    {order: snakemake.output[order] for order in ("top", "bottom")},
     keep_fraction=float(snakemake.wildcards.k),
-    order=snakemake.wildcards.order,
     imputation=snakemake.wildcards.imputation,
     **snakemake.params.settings,
 )

@@ -1,5 +1,5 @@
-"""Rule `retrain`: fresh models trained on one masked dataset, one per retrain seed of the job
-(one seed, or all of them with `retraining.group_seeds`)."""
+"""Rule `retrain`: fresh models trained on the top-k and the bottom-k masked copies of one mask
+pair, one per retrain seed of the job (one seed, or all of them with `retraining.group_seeds`)."""
 
 from diffroar.worker import call
 
@@ -8,11 +8,21 @@ def as_list(paths):
     return [paths] if isinstance(paths, str) else list(paths)
 
 
+orders = list(snakemake.params.orders)
 call(
     snakemake,
     "diffroar.retrain:run_retrain",
-    snakemake.input.masked,
-    list(zip(as_list(snakemake.output.checkpoint), as_list(snakemake.output.metrics), strict=True)),
+    {order: snakemake.input[order] for order in orders},
+    {
+        order: list(
+            zip(
+                as_list(snakemake.output[f"{order}_model"]),
+                as_list(snakemake.output[f"{order}_metrics"]),
+                strict=True,
+            )
+        )
+        for order in orders
+    },
     base_model_cfg=snakemake.params.base_model,
     model_cfg=snakemake.params.model,
     retraining_cfg=snakemake.params.retraining,
