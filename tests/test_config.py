@@ -60,7 +60,7 @@ def test_defaults_are_filled_in():
         "target": "logit",
     }
     assert config["masking"] == {"noise": 0.01, "ranking": "coordinate", "tiebreak_seed": 0}
-    assert config["experiment"]["imputations"] == ["mean"]
+    assert config["experiment"]["imputations"] == ["mean", "mask_only"]  # the control is on
     assert "model" not in config["retraining"]
     assert config["figures"] == {"gallery_images": 6}
     for dataset in config["datasets"].values():
