@@ -75,7 +75,7 @@ def run(quick: bool, sizes: list[int] | None = None) -> list[Row]:
             plan_seconds = time.perf_counter() - started
             make_up_to_date(workdir, "synthetic.yaml")
             times = []
-            for _ in range(1 if size >= 10000 else 3):
+            for _ in range(1 if quick or size >= 10000 else 3):
                 times.append(seconds(lambda: snakemake(workdir, *args)))  # noqa: B023
                 # up to date: nothing planned
                 assert planned_jobs(snakemake(workdir, *args).stdout) == 0

@@ -1,9 +1,12 @@
 """A small cut of the tiny workflow (tests/data/tiny.yaml) for the fault and trust tests: one
 model, one method, one imputation, one k, so a complete run is 14 jobs (about 25 s on two cores).
 
-`clean_run` is computed once per test session and shared by tests/test_faults.py and
-tests/test_trust.py (a module-level cache: pytest would run a fixture imported into two modules
-twice). Tests that change something work on `copy_run` of it.
+`clean_run` is computed once per test session and shared by tests/test_faults.py,
+tests/test_trust.py, tests/test_group_seeds.py and tests/test_slurm.py (a module-level cache:
+pytest would run a fixture imported into two modules twice). Tests that change something work on
+`copy_run` of it. `killed_run` is a second, independent run of the same cut whose training job is
+killed once and rerun, shared by tests/test_faults.py (the rerun completes it) and
+tests/test_trust.py (two runs give bit-identical results).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -65,6 +69,43 @@ def clean_run(tmp_path_factory) -> Path:
         (workdir / "run.log").write_text(result.stdout + result.stderr)
         _cache["clean"] = workdir
     return _cache["clean"]
+
+
+@dataclass
+class KilledRun:
+    workdir: Path
+    first: subprocess.CompletedProcess  # the run whose train job was killed (stdout: output)
+    checkpoint_after_kill: bool  # whether the base model's checkpoint existed after the kill
+    rerun: subprocess.CompletedProcess  # `--rerun-incomplete` of it, to completion
+
+
+def killed_run(tmp_path_factory) -> KilledRun:
+    """The small cut run from an empty tree in a second copy of the workflow, its train job
+    killed with SIGKILL once it trains (past start-up and data loading), then rerun with
+    `--rerun-incomplete` to completion; computed once in this session (do not modify)."""
+    if "killed" not in _cache:
+        workdir = small_workflow(tmp_path_factory.mktemp("killed_run"))
+        first = start_snakemake(workdir, "--cores", "2", *TABLES)
+        try:
+            pid = wait_for(
+                lambda: (
+                    (workdir / TRAIN_LOG).exists()
+                    and "training tiny_standard" in (workdir / TRAIN_LOG).read_text()
+                    and job_processes(workdir, "train.py")
+                ),
+                timeout=180,
+                what="the train job to start training",
+            )[0]
+            os.kill(pid, signal.SIGKILL)
+            output, _ = first.communicate(timeout=120)
+        finally:
+            if first.poll() is None:
+                stop_group(first)
+        killed = subprocess.CompletedProcess(first.args, first.returncode, output, "")
+        checkpoint_after_kill = (workdir / CHECKPOINT).exists()
+        rerun = run_tables(workdir, "--rerun-incomplete", check=False)
+        _cache["killed"] = KilledRun(workdir, killed, checkpoint_after_kill, rerun)
+    return _cache["killed"]
 
 
 def copy_run(source: Path, destination: Path) -> Path:

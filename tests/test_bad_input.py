@@ -1,17 +1,25 @@
-"""Bad input through the real command line: `snakemake --cores 1` (not a dry run) with a bad config
-stops with one clear `config error:` line that names the key, the bad value and what is allowed,
-before any job runs, and leaves results/ exactly as it was.
+"""Bad input: a bad config stops with one clear `config error:` line that names the key, the bad
+value and what is allowed, before any job runs, and leaves results/ exactly as it was.
 
-Every case runs in its own copy of a workflow whose results/ already holds real outputs (the tiny
-config's blockdigits store and its log, built once) and a file of the user's. A case is a YAML file
-merged over tests/data/tiny.yaml (a second --configfile) or `--config` overrides. Snakemake spends
-most of its start-up waiting (e.g. on the Slurm plugin's probes), so the selected cases run a few
-at a time, each test waiting for its own.
+Every case goes through the checks the Snakefile runs, in this process: the config merged the way
+Snakemake merges it (config.yaml, then the --configfile files and --config overrides, with
+Snakemake's own functions), then `validate_config` and `check_environment` (the Snakefile's
+parse-time checks) and `ensure_data_files` (its `onstart` check) of the datasets whose store is not
+built yet. A handful of cases, one of each kind (a YAML file, --config overrides, an onstart data
+check), also go through the real command line, `snakemake --cores 1` (not a dry run), which proves
+the wiring: Snakemake prints exactly the same one line, starts no job, and leaves results/ as it
+was.
+
+Every command-line case runs in its own copy of a workflow whose results/ already holds real
+outputs (the tiny config's blockdigits store and its log, built once) and a file of the user's. A
+case is a YAML file merged over tests/data/tiny.yaml (a second --configfile) or `--config`
+overrides. Snakemake spends most of its start-up waiting, so those cases run a few at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -20,12 +28,28 @@ from pathlib import Path
 
 import pytest
 import yaml
+from diffroar.config import ConfigError, ensure_data_files, validate_config
+from diffroar.resources import check_environment
+from snakemake.cli import parse_config
+from snakemake.common.configfile import load_configfile
+from snakemake.utils import update_config
 from workflow_helpers import copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 
 # cases that run at once (each mostly waits)
 PARALLEL = 4
+# the cases that also run through the snakemake command line: a YAML file at each kind of check,
+# --config overrides, and the onstart data-file check
+CLI_CASES = {
+    "text where an integer belongs",
+    "typo keep_fracions",
+    "gradcam with an mlp",
+    "zero epochs",
+    "batch larger than the training split",
+    "mnist root without files",
+    "mnist root that is a file",
+}
 # data paths of the copies, relative to the working directory (none under results/)
 EMPTY_ROOT = "data/empty-mnist"
 FILE_ROOT = "data/mnist.tar.gz"
@@ -387,15 +411,57 @@ def run_case(case: Case, prepared: Path, workdir: Path) -> Outcome:
     )
 
 
+@dataclass
+class Checked:
+    stage: str  # "parse" (validate_config, check_environment) or "onstart" (ensure_data_files)
+    message: str
+
+
+def check_in_process(case: Case, prepared: Path) -> Checked | None:
+    """The Snakefile's checks on the config the command line of `run_case` would give Snakemake
+    (read in `prepared`, which holds the case's data paths): the stage that stopped it and its
+    message, or None when every check passed."""
+    config = load_configfile(str(prepared / "config.yaml"))  # the Snakefile's `configfile:`
+    overwrite = {}  # Snakemake: --configfile files in order, then --config
+    configfiles = [prepared / "tiny.yaml"]
+    for configfile in configfiles:
+        update_config(overwrite, load_configfile(str(configfile)))
+    update_config(overwrite, case.config)  # bad.yaml, written from this mapping
+    if case.overrides:
+        update_config(overwrite, parse_config(list(case.overrides)))
+    update_config(config, overwrite)
+    try:
+        validate_config(config)
+        check_environment(os.environ)
+    except ValueError as error:
+        return Checked("parse", str(error))
+    # onstart: the datasets that a data job would build (their store is not there yet)
+    unbuilt = [
+        name
+        for name in config["experiment"]["datasets"]
+        if not (prepared / "results" / "data" / f"{name}.zarr").exists()
+    ]
+    cwd = os.getcwd()
+    os.chdir(prepared)  # data roots are relative to the working directory, as for Snakemake
+    try:
+        ensure_data_files(config, unbuilt)
+    except ConfigError as error:
+        return Checked("onstart", str(error))
+    finally:
+        os.chdir(cwd)
+    return None
+
+
 @pytest.fixture(scope="module")
 def outcomes(request, prepared, tmp_path_factory):
-    """Case name -> future Outcome, for the cases selected in this session, run a few at a time."""
+    """Case name -> future Outcome, for the command-line cases selected in this session, run a
+    few at a time."""
     selected = {
         item.callspec.params["case"].name: item.callspec.params["case"]
         for item in request.session.items
         if item.module is request.module
         and hasattr(item, "callspec")
-        and "case" in item.callspec.params
+        and item.originalname == "test_the_command_line_stops_with_that_message_before_any_job"
     }
     root = tmp_path_factory.mktemp("cases")
     with ThreadPoolExecutor(PARALLEL) as pool:
@@ -408,19 +474,35 @@ def outcomes(request, prepared, tmp_path_factory):
 def test_cases_are_many_and_distinct():
     names = [case.name for case in CASES]
     assert len(names) >= 24 and len(set(names)) == len(names)
+    assert CLI_CASES <= set(names)
+    kinds = {(bool(case.config), bool(case.overrides)) for case in CASES if case.name in CLI_CASES}
+    assert kinds == {(True, False), (False, True)}  # YAML files and --config overrides
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_bad_input_stops_with_one_message_before_any_job(case, outcomes):
+def test_bad_input_stops_with_one_message_before_any_job(case, prepared):
+    checked = check_in_process(case, prepared)
+    assert checked is not None, f"{case.name}: every check passed"
+    message = checked.message
+    assert "\n" not in message, message
+    assert message.startswith("config error: "), message
+    for fragment in case.expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    # a data-file problem is found when the run starts (a dry run needs no data), the others
+    # when the Snakefile is read
+    expected_stage = "onstart" if case.name.startswith("mnist root") else "parse"
+    assert checked.stage == expected_stage, checked
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case.name in CLI_CASES], ids=str)
+def test_the_command_line_stops_with_that_message_before_any_job(case, prepared, outcomes):
     outcome = outcomes[case.name].result()
     output = outcome.output
     assert outcome.returncode != 0, output
     assert "Traceback" not in output, output
     errors = [line for line in output.splitlines() if "config error" in line]
     assert len(errors) == 1, output
-    assert errors[0].startswith("config error: "), output
-    for fragment in case.expected:
-        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+    assert errors[0] == check_in_process(case, prepared).message, output
     assert not JOB_LINES.search(output), output
     assert outcome.after == outcome.before
     assert any(path.startswith("data/blockdigits.zarr/") for path in outcome.before)

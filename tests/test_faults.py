@@ -35,12 +35,12 @@ from small_runs import (
     MODEL_DIR,
     SALIENCY,
     SALIENCY_LOG,
-    TABLES,
     TRAIN_LOG,
     assert_same_checkpoints,
     clean_run,
     copy_run,
     job_processes,
+    killed_run,
     leftovers,
     read_tables,
     run_tables,
@@ -590,31 +590,15 @@ def test_diverging_training_fails_loudly_and_writes_no_metrics(tmp_path):
 
 
 @pytest.mark.workflow
-def test_a_killed_training_job_reruns_to_bit_identical_results(tmp_path_factory, tmp_path):
-    clean = clean_run(tmp_path_factory)
-    workdir = small_workflow(tmp_path / "run")
-    first = start_snakemake(workdir, "--cores", "2", *TABLES)
-    try:
-        # kill the job once it trains (its log says so: past start-up and data loading)
-        pid = wait_for(
-            lambda: (
-                (workdir / TRAIN_LOG).exists()
-                and "training tiny_standard" in (workdir / TRAIN_LOG).read_text()
-                and job_processes(workdir, "train.py")
-            ),
-            timeout=180,
-            what="the train job to start training",
-        )[0]
-        os.kill(pid, signal.SIGKILL)
-        output, _ = first.communicate(timeout=120)
-    finally:
-        if first.poll() is None:
-            stop_group(first)
-    assert first.returncode != 0
+def test_a_killed_training_job_reruns_to_bit_identical_results(tmp_path_factory):
+    clean, killed = clean_run(tmp_path_factory), killed_run(tmp_path_factory)
+    workdir, output = killed.workdir, killed.first.stdout
+    assert killed.first.returncode != 0
     assert "Error in rule train" in output
-    assert not (workdir / CHECKPOINT).exists()
+    assert not killed.checkpoint_after_kill
 
-    rerun = run_tables(workdir, "--rerun-incomplete")
+    rerun = killed.rerun
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "rule train" in rerun.stdout + rerun.stderr
     assert leftovers(workdir / "results") == []
     expected, found = read_tables(clean), read_tables(workdir)

@@ -3,11 +3,13 @@ the models and metrics are exactly those of one job per seed."""
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 from safetensors.torch import load_file
-from small_runs import small_workflow
-from workflow_helpers import job_counts, snakemake
+from small_runs import clean_run, copy_run
+from workflow_helpers import job_counts, set_config, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -17,14 +19,17 @@ TABLE = "results/metrics.parquet"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The small cut with three retrain seeds, run one job per seed and grouped."""
+    """The small cut with three retrain seeds, run one job per seed and grouped, each from a copy
+    of the session's finished small cut without its retrainings (data, base model, saliency and
+    masks are reused; every retraining runs)."""
     done = {}
     for grouped in (False, True):
-        workdir = small_workflow(
-            tmp_path_factory.mktemp(f"grouped-{grouped}"),
-            experiment={"retrain_seeds": SEEDS},
-            retraining={"group_seeds": grouped},
+        workdir = copy_run(
+            clean_run(tmp_path_factory), tmp_path_factory.mktemp(f"grouped-{grouped}") / "run"
         )
+        shutil.rmtree(workdir / "results" / "retrain")  # every retraining runs in this mode
+        set_config(workdir, retraining={"group_seeds": grouped})
+        set_config(workdir, experiment={"retrain_seeds": SEEDS})
         result = snakemake(workdir, "--cores", "2", TABLE)
         done[grouped] = (workdir, job_counts(result.stdout + result.stderr))
     return done
@@ -33,6 +38,8 @@ def runs(tmp_path_factory):
 def test_grouping_runs_one_retrain_job_per_masked_dataset(runs):
     assert runs[False][1]["retrain"] == 2 * len(SEEDS)  # top and bottom, each seed
     assert runs[True][1]["retrain"] == 2
+    for counts in (runs[False][1], runs[True][1]):  # only retraining and what follows it reran
+        assert not {"data", "train", "saliency", "mask"} & set(counts), counts
     log = next((runs[True][0] / "results/logs/retrain").rglob("retrain-seeds.log")).read_text()
     for seed in SEEDS:
         assert f"(retrain seed {seed})" in log

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_helpers import REPO, SNAKEMAKE, copy_workflow, job_counts, set_config, snakemake
+from small_runs import CHECKPOINT, TABLES, clean_run, copy_run, small_workflow
+from workflow_helpers import REPO, SNAKEMAKE, job_counts, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
 # Rules whose jobs go to Slurm; the others are local rules (Snakefile `localrules`).
 SUBMITTED_RULES = {"data", "train", "saliency", "mask", "retrain", "noretrain", "localization"}
-# A smaller tiny config: one imputation, one k, one retrain seed.
-SMALL = {"experiment": {"imputations": ["mean"], "keep_fractions": [0.1], "retrain_seeds": [0]}}
+FIGURES = ["methods", "imputation", "noretrain", "attributions", "localization"]
 # The local Slurm keeps no accounting: job states come from squeue, checked every few seconds.
 PROFILE = [
     "--profile",
@@ -53,12 +53,6 @@ def slurm():
         pytest.skip(message)
 
 
-def workflow_copy(path: Path) -> Path:
-    workdir = copy_workflow(path)
-    set_config(workdir, **SMALL)
-    return workdir
-
-
 def slurm_jobs(output: str) -> dict[int, int]:
     """Snakemake job id -> Slurm job id of every job the executor submitted."""
     return {int(job): int(slurm_id) for job, slurm_id in SUBMITTED.findall(output)}
@@ -74,22 +68,16 @@ def slurm_state(slurm_id: int) -> str:
 
 @pytest.fixture(scope="module")
 def through_slurm(slurm, tmp_path_factory):
-    """The small tiny config run through the Slurm profile; its output and wall time."""
-    workdir = workflow_copy(tmp_path_factory.mktemp("slurm"))
+    """The small cut of the tiny config (tests/small_runs.py: one model, method, imputation and
+    k; 9 Slurm jobs) run to its default target, figures included, through the Slurm profile; its
+    output and wall time."""
+    workdir = small_workflow(tmp_path_factory.mktemp("slurm"))
     planned = job_counts(snakemake(workdir, "--dry-run").stdout)
     started = time.monotonic()
     result = snakemake(workdir, *PROFILE)
     seconds = time.monotonic() - started
     (workdir / "run.log").write_text(result.stdout + result.stderr)
     return workdir, planned, result.stdout + result.stderr, seconds
-
-
-@pytest.fixture(scope="module")
-def locally(tmp_path_factory):
-    workdir = workflow_copy(tmp_path_factory.mktemp("local"))
-    started = time.monotonic()
-    snakemake(workdir, "--cores", "2")
-    return workdir, time.monotonic() - started
 
 
 def test_every_cluster_job_went_through_sbatch(through_slurm):
@@ -105,24 +93,32 @@ def test_every_cluster_job_went_through_sbatch(through_slurm):
     print(f"through Slurm: {len(submitted)} sbatch jobs, {seconds:.0f} s")
 
 
-def test_slurm_run_equals_the_local_run(through_slurm, locally):
-    (slurm_dir, *_, slurm_seconds), (local_dir, local_seconds) = through_slurm, locally
-    for table in ("metrics", "diffroar", "noretrain", "localization"):
+def test_slurm_run_equals_the_local_run(through_slurm, tmp_path_factory):
+    # the local run of the same config is the session's shared one (tests/small_runs.py)
+    slurm_dir, local_dir = through_slurm[0], clean_run(tmp_path_factory)
+    for path in TABLES:
+        table = Path(path).stem
         columns = ["test_accuracy"] if table == "metrics" else None
-        remote = pd.read_parquet(slurm_dir / "results" / f"{table}.parquet", columns=columns)
-        local = pd.read_parquet(local_dir / "results" / f"{table}.parquet", columns=columns)
+        remote = pd.read_parquet(slurm_dir / path, columns=columns)
+        local = pd.read_parquet(local_dir / path, columns=columns)
         if table != "metrics":
             remote = remote.drop(columns=["package_version"], errors="ignore")
             local = local.drop(columns=["package_version"], errors="ignore")
         pd.testing.assert_frame_equal(remote, local)
-    for figure in (local_dir / "results" / "figures").glob("*.png"):
-        assert (slurm_dir / "results" / "figures" / figure.name).stat().st_size > 10_000
-    print(f"tiny config: {slurm_seconds:.0f} s through Slurm, {local_seconds:.0f} s locally")
+    for kind in FIGURES:
+        assert (
+            slurm_dir / "results" / "figures" / f"{kind}-blockdigits.png"
+        ).stat().st_size > 10_000
+    print(f"small cut: {through_slurm[3]:.0f} s through Slurm")
 
 
-def test_a_cancelled_job_fails_the_run_and_a_rerun_completes_it(slurm, tmp_path):
-    workdir = workflow_copy(tmp_path / "cancel")
-    command = [*SNAKEMAKE, "--configfile", "tiny.yaml", *PROFILE, "--retries", "0"]
+def test_a_cancelled_job_fails_the_run_and_a_rerun_completes_it(slurm, tmp_path_factory, tmp_path):
+    # a finished local run without its base model: the run (target: that checkpoint) is one train
+    # job, cancelled in the queue as soon as it is submitted
+    workdir = copy_run(clean_run(tmp_path_factory), tmp_path / "cancel")
+    (workdir / CHECKPOINT).unlink()
+    target = str(CHECKPOINT)
+    command = [*SNAKEMAKE, "--configfile", "tiny.yaml", *PROFILE, "--retries", "0", target]
     run = subprocess.Popen(
         command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -139,30 +135,40 @@ def test_a_cancelled_job_fails_the_run_and_a_rerun_completes_it(slurm, tmp_path)
     assert run.returncode != 0
     assert "Error in rule train" in text and cancelled in text
     assert slurm_state(int(cancelled)) == "CANCELLED"
-    rerun = snakemake(workdir, *PROFILE)
-    assert "rule train" in rerun.stdout + rerun.stderr
-    assert (workdir / "results" / "metrics.parquet").exists()
-    assert "Nothing to be done" in snakemake(workdir, "--dry-run").stdout
+    assert not (workdir / CHECKPOINT).exists()
+    rerun = snakemake(workdir, *PROFILE, target)
+    rerun_output = rerun.stdout + rerun.stderr
+    assert "rule train" in rerun_output
+    rerun_jobs = slurm_jobs(rerun_output)
+    assert len(rerun_jobs) == 1 and cancelled not in map(str, rerun_jobs.values())
+    assert {slurm_state(slurm_id) for slurm_id in rerun_jobs.values()} == {"COMPLETED"}
+    assert (workdir / CHECKPOINT).stat().st_size > 0
+    assert "Nothing to be done" in snakemake(workdir, "--dry-run", target).stdout
 
 
 def test_one_figure_submits_only_what_it_needs(through_slurm, tmp_path):
     workdir = shutil.copytree(through_slurm[0], tmp_path / "copy", symlinks=True)
-    # the robust model's retrainings and what was made of them are gone (Snakemake regenerates a
-    # missing intermediate file only when something downstream of it has to be rebuilt)
-    shutil.rmtree(workdir / "results" / "retrain" / "blockdigits" / "tiny_l2")
+    # the bottom-k retraining and what was made of it are gone (Snakemake regenerates a missing
+    # intermediate file only when something downstream of it has to be rebuilt); the top-k one
+    # stays and must not be resubmitted
+    (bottom,) = (workdir / "results" / "retrain").rglob("bottom-k0.1")
+    assert list((workdir / "results" / "retrain").rglob("top-k0.1"))
+    shutil.rmtree(bottom)
     for made in ("tables/blockdigits/diffroar.parquet", "figures/methods-blockdigits.png"):
         (workdir / "results" / made).unlink()
     (workdir / "results" / "figures" / "noretrain-blockdigits.png").unlink()
     target = "figure_methods_blockdigits"
     planned = job_counts(snakemake(workdir, "--dry-run", target).stdout)
-    assert planned["retrain"] == 4 and SUBMITTED_RULES & set(planned) == {"retrain"}
+    assert planned["retrain"] == 1 and SUBMITTED_RULES & set(planned) == {"retrain"}
     result = snakemake(workdir, *PROFILE, target)
     output = result.stdout + result.stderr
     submitted = slurm_jobs(output)
-    assert len(submitted) == 4
+    assert len(submitted) == 1
     assert {slurm_state(slurm_id) for slurm_id in submitted.values()} == {"COMPLETED"}
     assert "figure_noretrain" not in output and "figure_attributions" not in output
     assert not (workdir / "results" / "figures" / "noretrain-blockdigits.png").exists()
+    assert (workdir / "results" / "figures" / "methods-blockdigits.png").stat().st_size > 10_000
+    assert bottom.is_dir()
 
 
 def test_stop_then_start_again(slurm):
