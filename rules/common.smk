@@ -283,3 +283,114 @@ def retrain_fingerprints(wildcards):
     return [
         retrain_fingerprint(wildcards, rseed) for rseed in job_retrain_seeds(wildcards)
     ]
+
+
+# --- The identity each job expects of the artifacts it reads (diffroar.verify.expect_inputs):
+# input path -> the values the artifact must record, from the wildcards and the config.
+def dataset_identity(wildcards):
+    return {"dataset": wildcards.dataset, "config": dataset_config(wildcards)}
+
+
+def checkpoint_identity(wildcards):
+    return {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "seed": int(wildcards.seed),
+        "config_fingerprint": train_fingerprint(wildcards),
+    }
+
+
+def saliency_identity(wildcards):
+    return {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "base_seed": int(wildcards.seed),
+        "method": wildcards.method,
+        "checkpoint_fingerprint": train_fingerprint(wildcards),
+    }
+
+
+def masked_identity(wildcards):
+    settings = masking_settings(wildcards)
+    masking = {
+        "model": wildcards.model,
+        "base_seed": int(wildcards.seed),
+        "method": wildcards.method,
+        "imputation": wildcards.imputation,
+        "order": wildcards.order,
+        "keep_fraction": float(wildcards.k),
+        "ranking": settings["ranking"],
+        "tiebreak_seed": settings["tiebreak_seed"],
+        "checkpoint_fingerprint": train_fingerprint(wildcards),
+    }
+    return {"dataset": wildcards.dataset} | {f"masking.{k}": v for k, v in masking.items()}
+
+
+def run_identity(wildcards, rseed):
+    """What a retrained model's checkpoint and metrics JSON record."""
+    return {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "base_seed": int(wildcards.seed),
+        "method": wildcards.method,
+        "imputation": wildcards.imputation,
+        "order": wildcards.order,
+        "keep_fraction": float(wildcards.k),
+        "retrain_seed": int(rseed),
+        "config_fingerprint": retrain_fingerprint(wildcards, int(rseed)),
+        "attribution_fingerprint": attribution_fingerprint(wildcards),
+    }
+
+
+def expected_inputs(*kinds):
+    """A params function: input path -> expected identity, for inputs of `kinds` (data,
+    checkpoint, saliency, masked)."""
+    patterns = {
+        "data": (DATA, dataset_identity),
+        "checkpoint": (f"{MODEL_DIR}/model.safetensors", checkpoint_identity),
+        "saliency": (SALIENCY, saliency_identity),
+        "masked": (MASKED, masked_identity),
+    }
+
+    def identities(wildcards):
+        return {
+            patterns[kind][0].format(**dict(wildcards.items())): patterns[kind][1](wildcards)
+            for kind in kinds
+        }
+
+    return identities
+
+
+def _combinations(wildcards, **fixed):
+    """Namespaces of every run of one dataset (or base model, given in `fixed`)."""
+    from itertools import product
+    from types import SimpleNamespace
+
+    axes = {
+        "model": models_of(wildcards),
+        "seed": [str(s) for s in EXPERIMENT["base_seeds"]],
+        "method": EXPERIMENT["methods"],
+        "imputation": EXPERIMENT["imputations"],
+        "order": ORDERS,
+        "k": [format_k(k) for k in EXPERIMENT["keep_fractions"]],
+    } | {key: [value] for key, value in fixed.items()}
+    for values in product(*axes.values()):
+        yield SimpleNamespace(dataset=wildcards.dataset, **dict(zip(axes, values)))
+
+
+def noretrain_identities(wildcards):
+    """The expected identity of every input of a noretrain job."""
+    expected = expected_inputs("data", "checkpoint")(wildcards)
+    for run in _combinations(wildcards, model=wildcards.model, seed=wildcards.seed):
+        if run.imputation in FILLS:
+            expected[MASKED.format(**vars(run))] = masked_identity(run)
+    return expected
+
+
+def retrain_identities(wildcards):
+    """The expected identity of every metrics JSON that one dataset's metrics job reads."""
+    return {
+        f"{RETRAIN_DIR}/metrics.json".format(**vars(run), rseed=rseed): run_identity(run, rseed)
+        for run in _combinations(wildcards)
+        for rseed in EXPERIMENT["retrain_seeds"]
+    }

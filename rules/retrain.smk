@@ -34,6 +34,7 @@ if config["retraining"]["group_seeds"]:
             seeds=job_retrain_seeds,
             fingerprints=retrain_fingerprints,
             attribution_fingerprint=attribution_fingerprint,
+            identity=expected_inputs("masked"),
             code=code_fingerprint("retrain"),
         script:
             "../workflow/scripts/retrain.py"
@@ -62,6 +63,7 @@ else:
             seeds=job_retrain_seeds,
             fingerprints=retrain_fingerprints,
             attribution_fingerprint=attribution_fingerprint,
+            identity=expected_inputs("masked"),
             code=code_fingerprint("retrain"),
         script:
             "../workflow/scripts/retrain.py"

@@ -10,6 +10,8 @@ A masked store holds, per split, `images` (N, C, H, W) float32 already scaled to
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .data import read_attributes
@@ -25,6 +27,7 @@ from .store import (
     stored_array,
     write_array,
 )
+from .verify import expect_inputs
 
 ORDERS = ("top", "bottom")
 RANKINGS = ("coordinate", "pixel")
@@ -96,9 +99,12 @@ def run_mask(
     ranking: str,
     tiebreak_seed: int,
     noise: float = 0.0,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Write the masked copy of all splits of a dataset for one attribution store, k, order and
-    imputation (`noise`: the std of noisy_linear's noise)."""
+    imputation (`noise`: the std of noisy_linear's noise). With `expected` (input path -> the
+    identity the rule expects), inputs that record another identity are refused."""
+    expect_inputs(expected, [dataset_path, saliency_path])
     dataset = read_attributes(dataset_path)
     saliency = open_store(saliency_path, ("model", "base_seed", "method"))
     units = ranked_units(dataset["shape"], ranking)
@@ -121,6 +127,7 @@ def run_mask(
             "imputation": imputation,
             "noise": noise if imputation == "noisy_linear" else None,
             "tiebreak_seed": tiebreak_seed,
+            "checkpoint_fingerprint": saliency.attrs.get("checkpoint_fingerprint"),
         },
         "package_version": package_version(),
     }

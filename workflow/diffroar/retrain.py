@@ -19,6 +19,7 @@ from .models import build_model, model_spec, save_checkpoint
 from .runtime import device, log, package_version, write_json
 from .store import SPLITS
 from .train import load_tensors, train, training_mode
+from .verify import expect_inputs
 
 
 def select_epoch(history: list[dict[str, float]]) -> dict[str, float]:
@@ -36,16 +37,19 @@ def run_retrain(
     retrain_seeds: list[int],
     config_fingerprints: list[str],
     attribution_fingerprint: str,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Retrain a `model_cfg` model on the masked store at `masked_path` once per seed of
     `retrain_seeds`, one after another, writing each seed's (checkpoint, metrics JSON) paths of
     `outputs`; the metrics describe the base model, `base_model_cfg`, and the retrained one.
     `attribution_fingerprint` identifies the attributions the masks came from (equal for runs
     whose masks are the same, e.g. of a control that ignores the model): the tables count such
-    runs once.
+    runs once. With `expected` (input path -> the identity the rule expects: dataset, model,
+    base seed, method, imputation, order, k, ...), a masked store that records another is refused.
 
     The store is read once. Every seed starts from the same state as in a job of its own (torch
     seeded, then a fresh model), so grouping seeds in one job changes no number."""
+    expect_inputs(expected, [masked_path])
     on = device()
     attributes = read_attributes(masked_path)
     spec = model_spec(model_cfg, attributes)

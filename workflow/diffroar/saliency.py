@@ -61,6 +61,7 @@ from .store import (
     sample_blocks,
     stored_array,
 )
+from .verify import expect_inputs
 
 # Images attributed per block read from the dataset store: bounds memory for large datasets.
 BLOCK_IMAGES = 8192
@@ -397,6 +398,7 @@ def run_saliency(
     method: str,
     settings: dict[str, Any],
     expected_fingerprint: str | None = None,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Attribute every image of every split with `method` and write the saliency store.
 
@@ -404,6 +406,7 @@ def run_saliency(
     base `seed` (default 0) from which every block of images gets its own seed. With
     `expected_fingerprint`, a checkpoint trained under another config is refused.
     """
+    expect_inputs(expected, [dataset_path, checkpoint_path])  # identities the rule expects
     seed = int(settings.get("seed", 0))
     model, checkpoint = load_checkpoint(checkpoint_path, expected_fingerprint)
     on = device()

@@ -12,4 +12,5 @@ run_mask(
     order=snakemake.wildcards.order,
     imputation=snakemake.wildcards.imputation,
     **snakemake.params.settings,
+    expected=snakemake.params.identity,
 )

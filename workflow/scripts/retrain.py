@@ -19,4 +19,5 @@ run_retrain(
     retrain_seeds=snakemake.params.seeds,
     config_fingerprints=snakemake.params.fingerprints,
     attribution_fingerprint=snakemake.params.attribution_fingerprint,
+    expected=snakemake.params.identity,
 )

@@ -11,4 +11,5 @@ run_saliency(
     method=snakemake.wildcards.method,
     settings=snakemake.params.settings,
     expected_fingerprint=snakemake.params.fingerprint,
+    expected=snakemake.params.identity,
 )

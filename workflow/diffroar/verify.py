@@ -1,0 +1,501 @@
+"""Checks of artifacts: what the jobs that read them expect, and a whole finished run.
+
+- `expect_inputs(expected, paths)`: the identity check every stage makes on the artifacts it
+  reads. `expected` maps each input path to the identity its rule promises (from the wildcards
+  and the config: dataset, model, base seed, method, imputation, order, k, fingerprints); a store
+  must carry its metadata digest, a checkpoint its metadata checksum, and each must record that
+  identity, or the job stops with an error that names the file and both values.
+- `read_run(path, expected)`: one retrained model's metrics JSON, checksum, identity and ranges
+  checked (accuracies in [0, 1], epochs >= 1, ...).
+- `read_table(path)`: a parquet table of the pipeline, refused (naming the file) when it cannot
+  be read or its columns, types or values are out of their schema.
+- `verify_run(results, expected)` and `python -m diffroar.verify [results]`: every artifact of a
+  finished run checked (stores: metadata digest, identity and every chunk; checkpoints; JSON;
+  tables), with the list of what is damaged or missing and the Snakemake command that rebuilds
+  it; exit status 1 when anything is wrong. `snakemake verify` (rules/verify.smk) runs it with
+  the identities and fingerprints the config promises, so missing artifacts are listed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .runtime import JsonFileError, read_json
+from .store import (
+    IdentityError,
+    StoreError,
+    expect_identity,
+    open_expected,
+    read_block,
+    sample_blocks,
+    stored_array,
+)
+
+
+class ArtifactError(ValueError):
+    """An artifact whose values are out of their schema (a range, a type, a column)."""
+
+
+# --- identities a job expects of its inputs ----------------------------------------------------
+
+
+def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata, JSON-decoded, its metadata checksum checked (required): fails
+    with an ArtifactError naming the file."""
+    from safetensors import safe_open
+
+    from .models import METADATA_CHECKSUM, metadata_digest
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+        metadata = {key: json.loads(value) for key, value in raw.items()}
+    except Exception as error:  # safetensors raises several types for damaged files
+        raise ArtifactError(
+            f"cannot read checkpoint {path}: {error} (missing, truncated or not a safetensors "
+            "file); delete it and rerun the rule that writes it"
+        ) from error
+    if metadata.get(METADATA_CHECKSUM) != metadata_digest(raw):
+        what = "has no" if METADATA_CHECKSUM not in metadata else "does not match its"
+        raise ArtifactError(
+            f"checkpoint {path}: its metadata {what} {METADATA_CHECKSUM} (edited or damaged, or "
+            "not written by this version of diffroar); delete it and rerun the rule that writes it"
+        )
+    return metadata
+
+
+def expect_inputs(
+    expected: Mapping[str, Mapping[str, Any]] | None, paths: Iterable[str | Path]
+) -> None:
+    """Check each of `paths` (zarr stores, safetensors checkpoints, JSON files) against the
+    identity `expected[path]` (see `expect_identity`); None (a call from outside the workflow)
+    checks nothing. A path without an entry is a wiring error (ValueError)."""
+    if expected is None:
+        return
+    for path in paths:
+        key = str(path)
+        if key not in expected:
+            raise ValueError(f"{path}: the rule gives no expected identity for this input")
+        identity = expected[key]
+        if key.endswith(".zarr"):
+            open_expected(path, identity)
+        elif key.endswith(".safetensors"):
+            expect_identity(path, checkpoint_metadata(path), identity)
+        elif key.endswith(".json"):
+            expect_identity(path, read_json(path), identity)
+        else:
+            raise ValueError(f"{path}: no identity check for this kind of file")
+
+
+# --- value checks ------------------------------------------------------------------------------
+
+
+def _fraction(value) -> bool:
+    return 0 <= value <= 1
+
+
+def _count(value) -> bool:
+    return value >= 1 and float(value).is_integer()
+
+
+def _seed(value) -> bool:
+    return value >= 0 and float(value).is_integer()
+
+
+def _signed_fraction(value) -> bool:
+    return -1 <= value <= 1
+
+
+def _keep(value) -> bool:
+    return 0 < value <= 1
+
+
+def _non_negative(value) -> bool:
+    return value >= 0
+
+
+# column or field name -> (check, what is allowed): the ranges every table and JSON obeys
+RANGES = {
+    "test_accuracy": (_fraction, "in [0, 1]"),
+    "test_accuracy_last_epoch": (_fraction, "in [0, 1]"),
+    "unmasked_test_accuracy": (_fraction, "in [0, 1]"),
+    "robust_test_accuracy": (_fraction, "in [0, 1]"),
+    "top_accuracy": (_fraction, "in [0, 1]"),
+    "bottom_accuracy": (_fraction, "in [0, 1]"),
+    "mask_only_top_accuracy": (_fraction, "in [0, 1]"),
+    "mask_only_bottom_accuracy": (_fraction, "in [0, 1]"),
+    "diffroar": (_signed_fraction, "in [-1, 1]"),
+    "noretrain_diffroar": (_signed_fraction, "in [-1, 1]"),
+    "mask_only_diffroar": (_signed_fraction, "in [-1, 1]"),
+    "keep_fraction": (_keep, "in (0, 1]"),
+    "removed_fraction": (_fraction, "in [0, 1]"),
+    "epochs": (_count, "a whole number >= 1"),
+    "selected_epoch": (_count, "a whole number >= 1"),
+    "kept_coordinates": (_count, "a whole number >= 1"),
+    "n_runs": (_count, "a whole number >= 1"),
+    "n_base_seeds": (_count, "a whole number >= 1"),
+    "base_seed": (_seed, "a whole number >= 0"),
+    "retrain_seed": (_seed, "a whole number >= 0"),
+    "seed": (_seed, "a whole number >= 0"),
+    "wall_seconds": (_non_negative, ">= 0"),
+}
+# fields that must be non-empty strings
+NAMES = (
+    "dataset",
+    "model",
+    "method",
+    "imputation",
+    "order",
+    "config_fingerprint",
+    "attribution_fingerprint",
+)
+# columns that may hold NaN (a control that was not run, a spread of one value)
+MAY_BE_MISSING = re.compile(r"^(mask_only_|beyond_mask_only|robust_)|(_std|_ci_low|_ci_high)$")
+
+
+def _bad_value(name: str, value: Any) -> str | None:
+    """Why `value` of field or column `name` is out of its schema, or None."""
+    if name in NAMES:
+        if not isinstance(value, str) or not value:
+            return f"{value!r}: must be a non-empty string"
+        return None
+    if name not in RANGES or value is None:
+        return None
+    check, allowed = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r}: must be a number {allowed}"
+    if math.isnan(value):
+        return None if MAY_BE_MISSING.search(name) else f"{value!r}: must be a number {allowed}"
+    if not math.isfinite(value) or not check(value):
+        return f"{value!r}: must be {allowed}"
+    return None
+
+
+RUN_FIELDS = (
+    "dataset",
+    "model",
+    "base_seed",
+    "method",
+    "imputation",
+    "order",
+    "keep_fraction",
+    "retrain_seed",
+    "test_accuracy",
+    "test_accuracy_last_epoch",
+    "selected_epoch",
+    "epochs",
+    "kept_coordinates",
+    "config_fingerprint",
+    "attribution_fingerprint",
+)
+
+
+def check_record(path: str | Path, record: Mapping[str, Any], required=()) -> None:
+    """Fail with an ArtifactError naming `path` when a field of `required` is missing or a field
+    with a schema (`RANGES`, `NAMES`) is out of it."""
+    missing = [name for name in required if name not in record]
+    if missing:
+        raise ArtifactError(
+            f"{path}: no {', '.join(missing)} (not written by this version of diffroar, or "
+            "damaged); delete it and rerun the rule that writes it"
+        )
+    for name, value in record.items():
+        problem = _bad_value(name, value)
+        if problem:
+            raise ArtifactError(
+                f"{path}: {name} = {problem}; delete it and rerun the rule that writes it"
+            )
+    if record.get("order") not in (None, "top", "bottom"):
+        raise ArtifactError(f"{path}: order = {record['order']!r}: must be top or bottom")
+    if "selected_epoch" in record and "epochs" in record:
+        if record["selected_epoch"] > record["epochs"]:
+            raise ArtifactError(
+                f"{path}: selected_epoch = {record['selected_epoch']} is after the last epoch "
+                f"({record['epochs']}); delete it and rerun the rule that writes it"
+            )
+
+
+def read_run(path: str | Path, expected: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+    """The metrics JSON of one retrained model (`read_json`: checksum checked), its fields in
+    their ranges (`check_record`) and, with `expected` (path -> identity), its identity."""
+    record = read_json(path)
+    check_record(path, record, RUN_FIELDS)
+    if expected is not None:
+        if str(path) not in expected:
+            raise ValueError(f"{path}: the rule gives no expected identity for this input")
+        expect_identity(path, record, expected[str(path)])
+    return record
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+# table kind (the file's stem) -> columns it must have
+TABLE_COLUMNS = {
+    "metrics": ("dataset", "model", "method", "imputation", "order", "keep_fraction",
+                "base_seed", "retrain_seed", "test_accuracy"),
+    "diffroar": ("dataset", "model", "method", "imputation", "keep_fraction", "diffroar"),
+    "noretrain": ("dataset", "model", "base_seed", "method", "imputation", "order",
+                  "keep_fraction", "test_accuracy"),
+    "comparisons": ("dataset",),
+    "localization": ("dataset",),
+}  # fmt: skip
+# kinds whose tables hold at least one row in every run
+NON_EMPTY = ("metrics", "diffroar", "noretrain")
+
+
+def table_kind(path: str | Path) -> str:
+    """The kind of a table from its path: its stem, or `noretrain` for a base model's table."""
+    path = Path(path)
+    return "noretrain" if "noretrain" in path.parts[:-1] else path.stem
+
+
+def check_table(path: str | Path, table, kind: str | None = None) -> None:
+    """Fail with an ArtifactError naming `path` when `table` (a DataFrame of kind `kind`, by
+    default from the path) lacks a column of its kind, has no rows where every run has some, or
+    holds a value out of its column's schema (`RANGES`, `NAMES`)."""
+    kind = kind or table_kind(path)
+    missing = [name for name in TABLE_COLUMNS.get(kind, ()) if name not in table.columns]
+    if missing:
+        raise ArtifactError(
+            f"{path}: the {kind} table has no column {', '.join(missing)} (damaged, or written by "
+            "another version of diffroar); delete it and rerun the rule that writes it"
+        )
+    if kind in NON_EMPTY and table.empty:
+        raise ArtifactError(f"{path}: the {kind} table has no rows; delete it and rerun its rule")
+    for name in table.columns:
+        if name not in RANGES and name not in NAMES:
+            continue
+        for row, value in enumerate(table[name].tolist()):
+            if hasattr(value, "item"):
+                value = value.item()
+            problem = _bad_value(name, value)
+            if problem:
+                raise ArtifactError(
+                    f"{path}: row {row}, column {name} = {problem}; delete it and rerun the rule "
+                    "that writes it"
+                )
+
+
+def read_table(path: str | Path, kind: str | None = None):
+    """The parquet table at `path` as a DataFrame, checked with `check_table`; a file that cannot
+    be read (missing, truncated, not parquet) fails with an ArtifactError naming it."""
+    import pandas as pd
+
+    try:
+        table = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for damaged files
+        raise ArtifactError(
+            f"{path}: cannot read the table ({type(error).__name__}: {error}): missing, "
+            "truncated or not parquet; delete it and rerun the rule that writes it"
+        ) from error
+    check_table(path, table, kind)
+    return table
+
+
+# --- a whole run -------------------------------------------------------------------------------
+
+# path under results/ -> the rule that writes it and the identity it records (None: no identity)
+PATTERNS = [
+    (r"data/(?P<dataset>[^/]+)\.zarr", "data"),
+    (r"models/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<seed>\d+)/model\.safetensors", "train"),
+    (r"models/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<seed>\d+)/metrics\.json", "train"),
+    (
+        r"saliency/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<base_seed>\d+)/"
+        r"(?P<method>[^/]+)\.zarr",
+        "saliency",
+    ),
+    (
+        r"masked/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<base_seed>\d+)/(?P<method>[^/]+)/"
+        r"(?P<imputation>[^/]+)/(?P<order>top|bottom)-k(?P<keep_fraction>[^/]+)\.zarr",
+        "mask",
+    ),
+    (
+        r"retrain/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<base_seed>\d+)/(?P<method>[^/]+)/"
+        r"(?P<imputation>[^/]+)/(?P<order>top|bottom)-k(?P<keep_fraction>[^/]+)/"
+        r"retrain(?P<retrain_seed>\d+)/(?:model\.safetensors|metrics\.json)",
+        "retrain",
+    ),
+    (
+        r"noretrain/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<base_seed>\d+)\.parquet",
+        "noretrain",
+    ),
+    (r"tables/(?P<dataset>[^/]+)/(?:metrics|diffroar)\.parquet", "metrics"),
+    (r"tables/(?P<dataset>[^/]+)/comparisons\.parquet", "comparisons"),
+    (r"tables/(?P<dataset>[^/]+)/localization\.parquet", "localization"),
+    (r"(?:metrics|diffroar|comparisons|localization|noretrain)\.parquet", "combine_table"),
+]
+NUMBERS = ("seed", "base_seed", "retrain_seed")
+
+
+def path_identity(relative: str) -> tuple[str, dict[str, Any]] | None:
+    """(rule, identity its path promises) of a path relative to results/, or None when it is
+    not an artifact verify checks (logs, benchmarks, figures)."""
+    for pattern, rule in PATTERNS:
+        match = re.fullmatch(pattern, relative)
+        if match:
+            identity: dict[str, Any] = {}
+            for key, value in match.groupdict().items():
+                identity[key] = (
+                    int(value)
+                    if key in NUMBERS
+                    else float(value)
+                    if key == "keep_fraction"
+                    else value
+                )
+            if rule == "mask":  # a masked store records its masking under `masking`
+                identity = {
+                    (key if key == "dataset" else f"masking.{key}"): value
+                    for key, value in identity.items()
+                }
+            return rule, identity
+    return None
+
+
+@dataclass
+class Problem:
+    path: str
+    rule: str
+    what: str
+
+
+def _check_store(path: Path, identity: Mapping[str, Any], metadata_only: bool) -> None:
+    root = open_expected(path, identity)
+    if metadata_only:
+        return
+    for split, group in root.groups():
+        for name, _ in group.arrays():
+            array = stored_array(root, split, name, path)
+            for block in sample_blocks(array):
+                read_block(array, path, block)
+
+
+def _check_table_identity(path: Path, table, identity: Mapping[str, Any]) -> None:
+    for key, value in identity.items():
+        if key not in table.columns:
+            continue
+        found = sorted(set(table[key].tolist()))
+        if found != [value]:
+            raise IdentityError(
+                f"{path} holds rows of {key} {found}, but its path and the config expect only "
+                f"{value!r}: it was copied, moved or written by another run; delete it and rerun "
+                "the rule that writes it"
+            )
+
+
+def check_artifact(
+    path: Path, identity: Mapping[str, Any] | None, metadata_only: bool = False
+) -> None:
+    """Check one artifact by its kind (store, checkpoint, JSON, table) and, with `identity`,
+    what it records; raise the error of the first problem found."""
+    from .models import load_checkpoint
+
+    name = path.name
+    identity = identity or {}
+    if name.endswith(".zarr"):
+        _check_store(path, identity, metadata_only)
+    elif name.endswith(".safetensors"):
+        metadata = checkpoint_metadata(path)
+        expect_identity(path, metadata, identity)
+        load_checkpoint(path)  # the tensors against their checksum
+    elif name == "metrics.json":
+        if "retrain_seed" in identity:
+            read_run(path, {str(path): identity})
+        else:
+            record = read_json(path)
+            check_record(path, record)
+            expect_identity(path, record, identity)
+    elif name.endswith(".parquet"):
+        _check_table_identity(path, read_table(path), identity)
+    elif not path.exists():
+        raise FileNotFoundError(path)
+
+
+def verify_run(
+    results: str | Path,
+    expected: Mapping[str, tuple[str, Mapping[str, Any] | None]] | None = None,
+    metadata_only: bool = False,
+) -> tuple[list[Problem], int]:
+    """(problems, number of artifacts checked) of the run under `results`.
+
+    Every store, checkpoint, metrics JSON and table under `results` is checked with the identity
+    its path promises; `expected` (path -> (rule, identity), paths as Snakemake names them,
+    relative to the working directory) adds the identities and fingerprints the config promises
+    and lists what is missing. Leftover temporaries of killed jobs (`*.tmp-*`) are listed too.
+    `metadata_only` skips reading the chunks of the stores."""
+    results = Path(results)
+    found: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    problems: list[Problem] = []
+    if results.is_dir():
+        for path in sorted(results.rglob("*")):
+            relative = path.relative_to(results).as_posix()
+            if ".tmp-" in path.name:
+                problems.append(Problem(str(path), "-", "a leftover of a killed job: delete it"))
+                continue
+            if any(".zarr" in part or ".tmp-" in part for part in Path(relative).parts[:-1]):
+                continue  # inside a store
+            known = path_identity(relative)
+            if known is not None:
+                found[str(path)] = known
+    for path, (rule, identity) in (expected or {}).items():
+        found[str(Path(path))] = (rule, identity)
+    for path, (rule, identity) in sorted(found.items()):
+        if not Path(path).exists():
+            problems.append(Problem(path, rule, "missing"))
+            continue
+        try:
+            check_artifact(Path(path), identity, metadata_only)
+        except (StoreError, JsonFileError, ArtifactError, ValueError, OSError) as error:
+            problems.append(Problem(path, rule, f"damaged: {error}"))
+    return problems, len(found)
+
+
+def rebuild_command(problems: list[Problem]) -> str:
+    """The Snakemake command that rebuilds the damaged and missing artifacts of `problems` (and,
+    through them, what depends on them)."""
+    paths = [problem.path for problem in problems if problem.rule != "-"]
+    return "snakemake --cores all --forcerun " + " ".join(paths) if paths else ""
+
+
+def report(problems: list[Problem], checked: int, results: str | Path) -> str:
+    """What `verify_run` found, as text for a person."""
+    if not problems:
+        return f"verify: {checked} artifacts under {results} checked: all intact"
+    lines = [f"verify: {len(problems)} of {checked} artifacts under {results} are not intact:"]
+    for problem in problems:
+        lines.append(f"  {problem.path} (rule {problem.rule}): {problem.what}")
+    leftovers = [problem.path for problem in problems if problem.rule == "-"]
+    if leftovers:
+        lines.append("Delete the leftovers: rm -r " + " ".join(leftovers))
+    command = rebuild_command(problems)
+    if command:
+        lines.append(f"Rebuild them (and what depends on them) with:\n  {command}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m diffroar.verify [results] [--metadata-only]`: exit status 0 when every artifact
+    is intact, 1 otherwise (the report on stdout)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m diffroar.verify", description="Check every artifact of a finished run."
+    )
+    parser.add_argument("results", nargs="?", default="results")
+    parser.add_argument("--metadata-only", action="store_true", help="skip reading the chunks")
+    arguments = parser.parse_args(argv)
+    if not Path(arguments.results).is_dir():
+        print(f"verify: {arguments.results} is not a directory", file=sys.stderr)
+        return 2
+    problems, checked = verify_run(arguments.results, metadata_only=arguments.metadata_only)
+    print(report(problems, checked, arguments.results))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
