@@ -323,7 +323,9 @@ def masked_identity(wildcards):
         "tiebreak_seed": settings["tiebreak_seed"],
         "checkpoint_fingerprint": train_fingerprint(wildcards),
     }
-    return {"dataset": wildcards.dataset} | {f"masking.{k}": v for k, v in masking.items()}
+    return {"dataset": wildcards.dataset} | {
+        f"masking.{k}": v for k, v in masking.items()
+    }
 
 
 def run_identity(wildcards, rseed):
@@ -354,7 +356,9 @@ def expected_inputs(*kinds):
 
     def identities(wildcards):
         return {
-            patterns[kind][0].format(**dict(wildcards.items())): patterns[kind][1](wildcards)
+            patterns[kind][0].format(**dict(wildcards.items())): patterns[kind][1](
+                wildcards
+            )
             for kind in kinds
         }
 
@@ -387,10 +391,21 @@ def noretrain_identities(wildcards):
     return expected
 
 
+def localization_identities(wildcards):
+    """The expected identity of every input of a localization job: the dataset store and the
+    saliency store of every model x base seed x method."""
+    expected = expected_inputs("data")(wildcards)
+    for run in _combinations(wildcards, imputation=None, order=None, k=None):
+        expected[SALIENCY.format(**vars(run))] = saliency_identity(run)
+    return expected
+
+
 def retrain_identities(wildcards):
     """The expected identity of every metrics JSON that one dataset's metrics job reads."""
     return {
-        f"{RETRAIN_DIR}/metrics.json".format(**vars(run), rseed=rseed): run_identity(run, rseed)
+        f"{RETRAIN_DIR}/metrics.json".format(**vars(run), rseed=rseed): run_identity(
+            run, rseed
+        )
         for run in _combinations(wildcards)
         for rseed in EXPERIMENT["retrain_seeds"]
     }

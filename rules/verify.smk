@@ -13,9 +13,15 @@ def verify_expectations():
         expected[DATA.format(dataset=dataset)] = ("data", dataset_identity(wildcards))
         for run in _combinations(wildcards):
             model_dir = MODEL_DIR.format(**vars(run))
-            expected[f"{model_dir}/model.safetensors"] = ("train", checkpoint_identity(run))
+            expected[f"{model_dir}/model.safetensors"] = (
+                "train",
+                checkpoint_identity(run),
+            )
             expected[f"{model_dir}/metrics.json"] = ("train", checkpoint_identity(run))
-            expected[SALIENCY.format(**vars(run))] = ("saliency", saliency_identity(run))
+            expected[SALIENCY.format(**vars(run))] = (
+                "saliency",
+                saliency_identity(run),
+            )
             expected[MASKED.format(**vars(run))] = ("mask", masked_identity(run))
             expected[NORETRAIN.format(**vars(run))] = (
                 "noretrain",
@@ -24,7 +30,10 @@ def verify_expectations():
             for rseed in EXPERIMENT["retrain_seeds"]:
                 retrain_dir = RETRAIN_DIR.format(**vars(run), rseed=rseed)
                 for name in ("model.safetensors", "metrics.json"):
-                    expected[f"{retrain_dir}/{name}"] = ("retrain", run_identity(run, rseed))
+                    expected[f"{retrain_dir}/{name}"] = (
+                        "retrain",
+                        run_identity(run, rseed),
+                    )
         for table in ("metrics", "diffroar"):
             expected[f"{TABLES}/{table}.parquet".format(dataset=dataset)] = (
                 "metrics",
@@ -48,11 +57,13 @@ def verify_expectations():
 rule verify:
     localrule: True
     params:
-        expected=verify_expectations(),
+        expected=lambda wildcards: verify_expectations(),
     run:
         from diffroar.verify import report, verify_run
 
         problems, checked = verify_run("results", params.expected)
         print(report(problems, checked, "results"))
         if problems:
-            raise ValueError(f"verify: {len(problems)} artifacts are damaged or missing")
+            raise ValueError(
+                f"verify: {len(problems)} artifacts are damaged or missing"
+            )

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from diffroar.checks import ArtifactError, read_table
 from diffroar.compare import run_comparisons
 from diffroar.figures import plot_methods, plot_noretrain
 from diffroar.mask import run_mask
@@ -33,7 +34,7 @@ from diffroar.retrain import run_retrain
 from diffroar.runtime import JSON_CHECKSUM, json_checksum, read_json, write_json
 from diffroar.saliency import run_saliency
 from diffroar.store import METADATA_DIGEST, IdentityError, StoreError, open_store
-from diffroar.verify import ArtifactError, path_identity, read_table, verify_run
+from diffroar.verify import path_identity, verify_run
 from small_runs import (
     CHECKPOINT,
     SALIENCY,
@@ -537,7 +538,7 @@ def test_snakemake_verify_lists_a_deleted_intermediate_and_its_command_rebuilds_
     workdir = copy_run(clean_run(tmp_path_factory), tmp_path / "run")
     shutil.rmtree(workdir / TOP)
     assert "Nothing to be done" in run_tables(workdir, "--dry-run").stdout  # not noticed
-    found = snakemake(workdir, "verify", "--cores", "1", check=False)
+    found = snakemake(workdir, "--cores", "1", "verify", check=False)
     output = found.stdout + found.stderr
     assert found.returncode != 0
     assert f"{TOP} (rule mask): missing" in output

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .checks import read_table
 from .metrics import (
     GROUP,
     SEEDS,
@@ -38,7 +39,6 @@ from .metrics import (
     unit_sample,
 )
 from .runtime import log, write_parquet
-from .verify import read_table
 
 CONTROL = "random"
 FAMILY = [

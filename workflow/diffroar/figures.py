@@ -14,11 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .checks import read_table  # noqa: E402
 from .imputation import MASK_ONLY  # noqa: E402
 from .metrics import noretrain_diffroar  # noqa: E402
 from .runtime import atomic_output, log  # noqa: E402
 from .store import open_store  # noqa: E402
-from .verify import read_table  # noqa: E402
 
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h"]

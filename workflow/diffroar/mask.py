@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .imputation import impute
 from .runtime import log, package_version
@@ -27,7 +28,6 @@ from .store import (
     stored_array,
     write_array,
 )
-from .verify import expect_inputs
 
 ORDERS = ("top", "bottom")
 RANKINGS = ("coordinate", "pixel")

@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .checks import read_run, read_table
 from .imputation import MASK_ONLY
 from .provenance import config_fingerprint
 from .runtime import log, write_parquet
-from .verify import read_run, read_table
 
 RUN_COLUMNS = [
     "dataset",

@@ -18,6 +18,8 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .architectures import ARCHITECTURE_OPTIONS
+from .checks import METADATA_CHECKSUM
+from .checks import checkpoint_metadata_digest as metadata_digest
 from .runtime import atomic_output
 
 
@@ -133,14 +135,6 @@ def build_model(spec: dict[str, Any]) -> nn.Sequential:
 
 
 CHECKSUM = "tensor_sha256"  # metadata key: sha256 of the tensors, checked when loading
-# metadata key: sha256 of the other metadata entries (spec, dataset, model, seeds, fingerprints)
-METADATA_CHECKSUM = "metadata_sha256"
-
-
-def metadata_digest(metadata: dict[str, str]) -> str:
-    """sha256 over the metadata entries (raw JSON strings) but `metadata_sha256`, sorted."""
-    body = {key: value for key, value in metadata.items() if key != METADATA_CHECKSUM}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

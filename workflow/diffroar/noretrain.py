@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .models import load_checkpoint
 from .runtime import device, log, package_version, write_parquet
 from .train import accuracy, load_tensors, training_mode
-from .verify import expect_inputs
 
 CURVES = {"top": "LeRF", "bottom": "MoRF"}
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .models import build_model, model_spec, save_checkpoint
 from .runtime import device, log, package_version, write_json
 from .store import SPLITS
 from .train import load_tensors, train, training_mode
-from .verify import expect_inputs
 
 
 def select_epoch(history: list[dict[str, float]]) -> dict[str, float]:

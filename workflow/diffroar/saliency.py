@@ -49,6 +49,7 @@ from captum.attr import (
 from scipy import ndimage
 from torch import nn
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .models import load_checkpoint
 from .runtime import device, log, package_version
@@ -61,7 +62,6 @@ from .store import (
     sample_blocks,
     stored_array,
 )
-from .verify import expect_inputs
 
 # Images attributed per block read from the dataset store: bounds memory for large datasets.
 BLOCK_IMAGES = 8192

@@ -11,4 +11,5 @@ run_localization(
     keep_fractions=snakemake.params.keep_fractions,
     tiebreak_seed=snakemake.params.tiebreak_seed,
     ranking=snakemake.params.ranking,
+    expected=snakemake.params.identity,
 )

@@ -14,4 +14,5 @@ run_train(
     training_cfg=snakemake.params.training,
     seed=int(snakemake.wildcards.seed),
     config_fingerprint=snakemake.params.fingerprint,
+    expected=snakemake.params.identity,
 )
