@@ -1,6 +1,6 @@
 # diffroar: remove-and-retrain evaluation (DiffROAR) of attribution methods.
 # Stages, each in rules/<stage>.smk with its code in workflow/diffroar/<stage>.py:
-# data -> train -> saliency -> mask -> retrain -> metrics -> figures (+ localization).
+# data -> train (+ robust) -> saliency -> mask -> retrain -> metrics -> figures (+ localization).
 import os
 import sys
 from pathlib import Path
@@ -50,6 +50,7 @@ report: "workflow/report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/robust.smk"
 include: "rules/saliency.smk"
 include: "rules/mask.smk"
 include: "rules/retrain.smk"

@@ -33,6 +33,7 @@ MODEL_DIR = "results/models/{dataset}/{model}/seed{seed}"
 SALIENCY = "results/saliency/{dataset}/{model}/seed{seed}/{method}.zarr"
 MASKED = "results/masked/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}.zarr"
 RETRAIN_DIR = "results/retrain/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}/retrain{rseed}"
+ROBUST = f"{MODEL_DIR}/robust.json"
 NORETRAIN = "results/noretrain/{dataset}/{model}/seed{seed}.parquet"
 TABLES = "results/tables/{dataset}"
 FIGURES = "results/figures"
@@ -101,6 +102,19 @@ def figure_targets():
     )
 
 
+def robust_targets():
+    """Robust-accuracy JSON of every PGD-trained base model of the experiment."""
+    return [
+        path
+        for dataset in EXPERIMENT["datasets"]
+        for model in models_of(dataset)
+        if config["models"][model]["training"]["mode"] == "pgd"
+        for path in expand(
+            ROBUST, dataset=dataset, model=model, seed=EXPERIMENT["base_seeds"]
+        )
+    ]
+
+
 def final_targets():
     tables = [
         "results/metrics.parquet",
@@ -110,7 +124,7 @@ def final_targets():
     ]
     if block_datasets():
         tables.append("results/localization.parquet")
-    return tables + figure_targets()
+    return tables + figure_targets() + robust_targets()
 
 
 def retrain_metrics(wildcards):
@@ -202,6 +216,14 @@ def retrain_model(wildcards):
     return model_config(config["retraining"].get("model", wildcards.model))
 
 
+def training_settings():
+    """The `training` section without `eval_attack`: the optimisation settings of the base models
+    (the evaluation attack changes no weights; only the `robust` rule uses it)."""
+    return {
+        key: value for key, value in config["training"].items() if key != "eval_attack"
+    }
+
+
 def retraining_settings():
     """The `retraining` section without `model` and `group_seeds`: the optimisation settings
     (how seeds are grouped into jobs changes no model)."""
@@ -233,7 +255,7 @@ def train_fingerprint(wildcards):
     return config_fingerprint(
         dataset_config(wildcards),
         base_model(wildcards),
-        config["training"],
+        training_settings(),
         int(wildcards.seed),
     )
 

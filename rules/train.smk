@@ -15,7 +15,7 @@ rule train:
         **rule_resources("train"),
     params:
         model=base_model,
-        training=config["training"],
+        training=training_settings(),
         fingerprint=train_fingerprint,
         identity=expected_inputs("data"),
         code=code_fingerprint("train"),

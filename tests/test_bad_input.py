@@ -284,6 +284,19 @@ CASES = [
         {"experiment": {"methods": ["gradient", "gradcam"]}},
     ),
     Case(
+        "gradcam of the loss",
+        [
+            "saliency.target = 'loss'",
+            "gradcam (in experiment.methods) keep positive evidence (ReLU)",
+            "Use target 'logit' or 'predicted', or drop gradcam from experiment.methods",
+        ],
+        {
+            "models": {"tiny_cnn": {"architecture": "cnn", "channels": [4]}},
+            "experiment": {"models": ["tiny_cnn"], "methods": ["gradcam", "random"]},
+            "saliency": {"target": "loss"},
+        },
+    ),
+    Case(
         "root for bundled digits",
         ["datasets.blockdigits.root = 'data'", "not used by loader 'blockdigits'"],
         {"datasets": {"blockdigits": {"root": "data"}}},

@@ -31,6 +31,7 @@ def test_defaults_are_filled_in():
     del config["retraining"]
     del config["experiment"]["retrain_seeds"]
     del config["experiment"]["base_seeds"]
+    del config["experiment"]["imputations"]
     del config["models"]["mlp_standard"]["training"]
     del config["models"]["mlp_standard"]["hidden_sizes"]
     validate_config(config)
@@ -41,7 +42,7 @@ def test_defaults_are_filled_in():
         "learning_rate": 0.001,
         "weight_decay": 0.0,
     }
-    assert config["training"] == expected_optimisation
+    assert config["training"] == expected_optimisation | {"eval_attack": {"restarts": 1}}
     assert config["retraining"] == expected_optimisation | {"group_seeds": False}
     assert config["experiment"]["retrain_seeds"] == [0, 1]
     assert config["experiment"]["base_seeds"] == [0]
@@ -306,7 +307,7 @@ BAD_CONFIGS = [
     (
         "unknown target",
         _set("saliency", {"target": "probability"}),
-        ["saliency.target", "'probability'", "'logit'", "'loss'"],
+        ["saliency.target", "'probability'", "'logit'", "'loss'", "'predicted'"],
     ),
     (
         "deeplift of the loss",
@@ -314,7 +315,61 @@ BAD_CONFIGS = [
             saliency={"target": "loss"},
             experiment=config["experiment"] | {"methods": ["gradient", "deeplift"]},
         ),
-        ["saliency.target", "'loss'", "deeplift", "'logit'"],
+        ["saliency.target", "'loss'", "deeplift", "'logit'", "'predicted'"],
+    ),
+    (
+        "guided_backprop of the loss",
+        lambda config: config.update(
+            saliency={"target": "loss"},
+            experiment=config["experiment"] | {"methods": ["gradient", "guided_backprop"]},
+        ),
+        [
+            "saliency.target = 'loss'",
+            "guided_backprop (in experiment.methods)",
+            "raises it",
+            "'logit' or 'predicted'",
+            "drop guided_backprop from experiment.methods",
+        ],
+    ),
+    (
+        "gradcam and guided_backprop of the loss",
+        lambda config: config.update(
+            saliency={"target": "loss"},
+            models={"small_cnn": {"architecture": "cnn"}},
+            experiment=config["experiment"]
+            | {"models": ["small_cnn"], "methods": ["gradcam", "guided_backprop", "random"]},
+        ),
+        [
+            "saliency.target = 'loss'",
+            "gradcam and guided_backprop (in experiment.methods)",
+            "'logit' or 'predicted'",
+            "drop gradcam and guided_backprop from experiment.methods",
+        ],
+    ),
+    (
+        "eval attack without steps",
+        _set("training", "eval_attack", {"steps": 0}),
+        ["training.eval_attack.steps = 0", "must be >= 1"],
+    ),
+    (
+        "eval attack with fractional restarts",
+        _set("training", "eval_attack", {"restarts": 2.5}),
+        ["training.eval_attack.restarts = 2.5", "must be an integer"],
+    ),
+    (
+        "eval attack with infinite restarts",
+        _set("training", "eval_attack", {"restarts": float("inf")}),
+        ["training.eval_attack.restarts = inf", "must be a finite number"],
+    ),
+    (
+        "eval attack key typo",
+        _set("training", "eval_attack", {"restart": 2}),
+        ["training.eval_attack.restart", "(did you mean 'restarts'?)", "restarts, steps"],
+    ),
+    (
+        "eval attack of retraining",
+        _set("retraining", "eval_attack", {"restarts": 2}),
+        ["retraining.eval_attack", "unknown key"],
     ),
     (
         "unknown ranking",
@@ -458,6 +513,25 @@ def test_bad_config_raises_one_line_error(edit, expected):
     assert message.startswith("config error: ")
     for fragment in expected:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("target", ["logit", "predicted"])
+def test_logit_targets_are_accepted_by_every_method(target):
+    """gradcam, guided_backprop and deeplift refuse only `loss`; `predicted` is a logit target."""
+    config = default_config()
+    config["models"] = {"small_cnn": {"architecture": "cnn"}}
+    config["experiment"]["models"] = ["small_cnn"]
+    config["experiment"]["methods"] = list(config_module.METHODS)
+    config["saliency"] = {"target": target}
+    validate_config(config)
+    assert config["saliency"]["target"] == target
+
+
+def test_the_loss_target_is_accepted_without_the_positive_evidence_methods():
+    config = default_config()
+    config["experiment"]["methods"] = ["gradient", "smoothgrad", "integrated_gradients", "random"]
+    config["saliency"] = {"target": "loss"}
+    assert validate_config(config)["saliency"]["target"] == "loss"
 
 
 def test_config_error_is_a_value_error():
@@ -649,7 +723,7 @@ def test_digits_class_counts_are_those_of_the_bundled_digits():
         {"loader": "digits", "classes": [3, 8, 5]},
         {"loader": "blockdigits", "classes": [1, 7], "val_fraction": 0.3, "test_fraction": 0.1},
         {"loader": "digits", "train_size": 101, "val_fraction": 0.11},
-        {"loader": "digits", "classes": [0, 1], "train_size": 5000},
+        {"loader": "digits", "classes": [0, 1], "train_size": 288},  # all of its pool
         {"loader": "blockdigits", "test_fraction": 0.33, "val_fraction": 0.27, "split_seed": 4},
     ],
 )

@@ -23,23 +23,72 @@ def default_run(tmp_path_factory):
     return workdir / "results"
 
 
-def diffroar(table, dataset, model, method):
-    """DiffROAR at the smallest k of one dataset, model and method."""
-    rows = table[(table["dataset"] == dataset) & (table["model"] == model)]
-    rows = rows[rows["method"] == method].sort_values("keep_fraction")
-    return rows.iloc[0]["diffroar"]
+DATASETS, MODELS, METHODS = ["digits", "blockdigits"], ["mlp_standard", "mlp_linf"], 2
+IMPUTATIONS, KS, ORDERS, BASE_SEEDS = ["mean", "noisy_linear", "mask_only"], 3, 2, 3
+
+
+def smallest_k(table, dataset, model, method, imputation="mean"):
+    """The row at the smallest k of one dataset, model, method and imputation."""
+    rows = table[
+        (table["dataset"] == dataset)
+        & (table["model"] == model)
+        & (table["method"] == method)
+        & (table["imputation"] == imputation)
+    ]
+    return rows.sort_values("keep_fraction").iloc[0]
+
+
+def diffroar(table, dataset, model, method, imputation="mean"):
+    """DiffROAR at the smallest k of one dataset, model, method and imputation."""
+    return smallest_k(table, dataset, model, method, imputation)["diffroar"]
 
 
 def test_every_output_exists(default_run):
-    for name in ("metrics", "diffroar", "noretrain", "localization"):
+    for name in ("metrics", "diffroar", "noretrain", "localization", "comparisons"):
         assert (default_run / f"{name}.parquet").exists()
-    for kind in ("methods", "imputation", "noretrain", "attributions"):
-        for dataset in ("digits", "blockdigits"):
+    for kind in ("methods", "imputation", "noretrain", "attributions", "ranking"):
+        for dataset in DATASETS:
             assert (default_run / "figures" / f"{kind}-{dataset}.png").stat().st_size > 10_000
     assert (default_run / "figures" / "localization-blockdigits.png").stat().st_size > 10_000
     runs = pd.read_parquet(default_run / "metrics.parquet")
-    assert len(runs) == 2 * 2 * 2 * 3 * 2 * 2  # datasets x models x methods x k x orders x seeds
+    per_dataset = len(MODELS) * METHODS * len(IMPUTATIONS) * KS * ORDERS * BASE_SEEDS
+    assert len(runs) == len(DATASETS) * per_dataset  # one retrain seed
     assert planned_jobs(default_run.parent, config=None) == {}
+
+
+def test_every_row_carries_its_mask_only_control_and_an_interval_over_base_seeds(default_run):
+    table = pd.read_parquet(default_run / "diffroar.parquet")
+    assert len(table) == len(DATASETS) * len(MODELS) * METHODS * len(IMPUTATIONS) * KS
+    for column in ["mask_only_top_accuracy", "mask_only_bottom_accuracy", "mask_only_diffroar"]:
+        assert table[column].notna().all(), column
+    assert table["beyond_mask_only"].notna().all()
+    # three base models, each its own masks: the intervals are over them, not over retrain seeds
+    assert set(table["interval_over"]) == {"base_seeds"}
+    assert set(table["n_base_seeds"]) == {BASE_SEEDS}
+    assert (table["ci_high"] > table["ci_low"]).all()
+
+
+def test_the_mask_alone_gives_the_label_away_for_gradients_not_for_random(default_run):
+    # 3 of 64 coordinates kept: which 3 the standard model's gradient keeps tells the digit
+    table = pd.read_parquet(default_run / "diffroar.parquet")
+    leak = smallest_k(table, "digits", "mlp_standard", "gradient")["mask_only_top_accuracy"]
+    chance = smallest_k(table, "digits", "mlp_standard", "random")["mask_only_top_accuracy"]
+    assert leak > 0.8
+    assert chance < 0.3  # 10 classes
+
+
+def test_comparisons_find_the_robust_gradient_above_random(default_run):
+    table = pd.read_parquet(default_run / "comparisons.parquet")
+    area = table[
+        (table["dataset"] == "digits")
+        & (table["model"] == "mlp_linf")
+        & (table["imputation"] == "mean")
+        & (table["statistic"] == "area_over_k")
+        & (table["method_a"] == "gradient")
+        & (table["method_b"] == "random")
+    ]
+    assert len(area) == 1
+    assert area.iloc[0]["ci_low"] > 0
 
 
 def test_gradients_of_the_robust_model_rank_discriminative_features_first(default_run):
@@ -52,7 +101,9 @@ def test_gradients_of_the_robust_model_rank_discriminative_features_first(defaul
 
 def test_retrain_free_curves_cover_every_mask(default_run):
     table = pd.read_parquet(default_run / "noretrain.parquet")
-    assert len(table) == 2 * 2 * 2 * 3 * 2  # datasets x models x methods x k x orders
+    fills = len(IMPUTATIONS) - 1  # no retrain-free curve for the mask-only control
+    assert len(table) == len(DATASETS) * len(MODELS) * METHODS * fills * KS * ORDERS * BASE_SEEDS
+    assert "mask_only" not in set(table["imputation"])
     random = table[table["method"] == "random"].pivot_table(
         index=["dataset", "model", "keep_fraction"], columns="curve", values="test_accuracy"
     )
@@ -62,11 +113,14 @@ def test_retrain_free_curves_cover_every_mask(default_run):
 def test_the_random_control_is_near_zero(default_run):
     table = pd.read_parquet(default_run / "diffroar.parquet")
     random = table[table["method"] == "random"]
+    assert len(random) == len(DATASETS) * len(MODELS) * len(IMPUTATIONS) * KS
     assert random["diffroar"].abs().max() < 0.15
 
 
 def test_robust_gradients_stay_on_the_signal_block(default_run):
     table = pd.read_parquet(default_run / "localization.parquet")
-    mass = table[table["measure"] == "signal_mass_share"].set_index(["model", "method"])["mean"]
+    shares = table[table["measure"] == "signal_mass_share"]
+    assert set(shares["base_seed"]) == set(range(BASE_SEEDS))
+    mass = shares.groupby(["model", "method"])["mean"].mean()  # over base seeds
     assert mass["mlp_linf", "gradient"] > mass["mlp_standard", "gradient"] > 0.5
     assert abs(mass["mlp_standard", "random"] - 0.5) < 0.05

@@ -413,6 +413,8 @@ def test_localization_rows_on_tiny_stores(tmp_path):
     assert all(row["dataset"] == "tiny_block" and row["method"] == "gradient" for row in rows)
     assert rows[0]["mean"] == pytest.approx(1.0)
     assert rows[0]["n_images"] == count
+    # one base model's rows: the interval covers its test images, not base seeds
+    assert all(row["interval_over"] == "test_images" for row in rows)
     assert [row["keep_fraction"] for row in rows[1:]] == [0.25, 0.5, 0.75]
     assert rows[1]["mean"] == pytest.approx(0.0)
     assert rows[2]["mean"] == pytest.approx(0.0)

@@ -284,9 +284,8 @@ def test_accuracy_under_attack_is_lower(trained):
     images, labels = toy_problem(128, seed=2)
     clean = accuracy(model, images, labels)
     torch.manual_seed(0)
-    attacked = accuracy(
-        model, images, labels, {"norm": "linf", "eps": 0.3, "steps": 10, "step_size": 0.05}
-    )
+    adversarial = pgd(model, images, labels, norm="linf", eps=0.3, steps=10, step_size=0.05)
+    attacked = accuracy(model, adversarial, labels)
     assert 0 <= attacked < clean <= 1
 
 

@@ -94,6 +94,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "checks",  # metrics checks the JSON and tables it reads
         "config",
         "datafiles",
+        "imputation",  # metrics names the mask-only control
         "metrics",
         "models",
         "probe",

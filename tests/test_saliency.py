@@ -232,7 +232,7 @@ def test_loss_integrated_gradients_is_the_path_integral_of_the_loss_gradient(bas
 def test_deeplift_refuses_the_loss_target():
     model = linear_model()
     images, labels = _inputs(2)
-    with pytest.raises(ValueError, match="deeplift supports only target 'logit'"):
+    with pytest.raises(ValueError, match="deeplift supports only targets 'logit' and 'predicted'"):
         deeplift(model, images, labels, replace(DEFAULT, target="loss"), seed=0)
 
 
@@ -252,25 +252,30 @@ def test_deeplift_attributions_sum_to_the_logit_difference():
 # --- guided backprop -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["logit", "loss"])
-def test_guided_backprop_of_a_one_hidden_layer_relu_mlp(target):
+def test_guided_backprop_of_a_one_hidden_layer_relu_mlp():
     model = linear_model(2, hidden_sizes=[7])
     first, last = model.network[1], model.network[3]
     images, labels = _inputs(8)
-    attributions = guided_backprop(model, images, labels, replace(DEFAULT, target=target), seed=0)
+    attributions = guided_backprop(model, images, labels, DEFAULT, seed=0)
     with torch.no_grad():
         hidden = first(model.normalize(images).flatten(1))
-        logits = last(hidden.relu())
-    if target == "logit":
-        output_gradient = F.one_hot(labels, 4).float()
-    else:
-        output_gradient = logits.softmax(1) - F.one_hot(labels, 4).float()
+    output_gradient = F.one_hot(labels, 4).float()
     # only positive gradients pass back through the ReLU, only where its input was positive
     hidden_gradient = (output_gradient @ last.weight.detach() * (hidden > 0)).clamp(min=0)
     expected = (hidden_gradient @ first.weight.detach()).view(-1, 2, 3, 3) / _std()
     torch.testing.assert_close(attributions, expected)
-    plain = gradient(model, images, labels, replace(DEFAULT, target=target), seed=0)
+    plain = gradient(model, images, labels, DEFAULT, seed=0)
     assert not torch.allclose(attributions, plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "guided_backprop"])
+def test_positive_evidence_methods_refuse_the_loss_target(name):
+    """Their ReLU keeps positive evidence: for the loss, what raises it (issue 14, item 6)."""
+    model = small_cnn()
+    images, labels = _cnn_inputs(2)
+    settings = replace(DEFAULT, layer="conv2", target="loss")
+    with pytest.raises(ValueError, match=rf"^{name} supports only targets 'logit' and 'predicted'"):
+        METHODS[name](model, images, labels, settings, seed=0)
 
 
 # --- Grad-CAM --------------------------------------------------------------------------------
@@ -297,28 +302,23 @@ def _cnn_inputs(count=5, channels=1, size=4, seed=0):
     return images, labels
 
 
-def _grad_cam_by_hand(model, images, labels, layer, target):
-    """relu(sum_k mean_ij(dY/dA_k) A_k) with A the output of network[:layer]."""
+def _grad_cam_by_hand(model, images, labels, layer):
+    """relu(sum_k mean_ij(dY/dA_k) A_k) with A the output of network[:layer], Y the logit of
+    `labels`."""
     network = model.network
     index = list(dict(network.named_children())).index(layer)
     activations = network[: index + 1](model.normalize(images)).detach().requires_grad_()
-    logits = network[index + 1 :](activations)
-    if target == "logit":
-        outputs = logits[torch.arange(len(labels)), labels]
-    else:
-        outputs = F.cross_entropy(logits, labels, reduction="none")
+    outputs = network[index + 1 :](activations)[torch.arange(len(labels)), labels]
     (grads,) = torch.autograd.grad(outputs.sum(), activations)
     weights = grads.mean(dim=(2, 3), keepdim=True)
     return (weights * activations).sum(1, keepdim=True).relu().detach()
 
 
-@pytest.mark.parametrize("target", ["logit", "loss"])
-def test_gradcam_of_a_same_size_conv_layer_is_the_grad_cam_formula(target):
+def test_gradcam_of_a_same_size_conv_layer_is_the_grad_cam_formula():
     model = small_cnn()
     images, labels = _cnn_inputs()
-    settings = replace(DEFAULT, layer="conv2", target=target)
-    attributions = gradcam(model, images, labels, settings, seed=0)
-    expected = _grad_cam_by_hand(model, images, labels, "conv2", target)  # (N, 1, 4, 4)
+    attributions = gradcam(model, images, labels, replace(DEFAULT, layer="conv2"), seed=0)
+    expected = _grad_cam_by_hand(model, images, labels, "conv2")  # (N, 1, 4, 4)
     assert (expected > 0).any() and (expected == 0).any()
     torch.testing.assert_close(attributions, expected)
 
@@ -332,7 +332,7 @@ def test_gradcam_upsamples_bilinearly_and_repeats_over_channels():
     assert (attributions >= 0).all()
     for channel in (1, 2):
         torch.testing.assert_close(attributions[:, channel], attributions[:, 0])
-    cam = _grad_cam_by_hand(model, images, labels, "pool", "logit")  # (N, 1, 2, 2)
+    cam = _grad_cam_by_hand(model, images, labels, "pool")  # (N, 1, 2, 2)
     expected = F.interpolate(cam, size=(4, 4), mode="bilinear", align_corners=False)
     torch.testing.assert_close(attributions[:, :1], expected)
 
@@ -528,7 +528,7 @@ def test_every_method_runs_on_every_architecture(models, architecture, target):
     ran = []
     for name, method in METHODS.items():
         refused = (name == "gradcam" and architecture == "mlp") or (
-            name == "deeplift" and target == "loss"
+            name in ("deeplift", "gradcam", "guided_backprop") and target == "loss"
         )
         if refused:
             with pytest.raises(ValueError):
@@ -546,11 +546,69 @@ def test_every_method_runs_on_every_architecture(models, architecture, target):
         torch.testing.assert_close(method(model, images, labels, settings, seed=0), first)
         ran.append(name)
     expected = set(METHODS) - ({"gradcam"} if architecture == "mlp" else set())
-    expected -= {"deeplift"} if target == "loss" else set()
+    expected -= {"deeplift", "gradcam", "guided_backprop"} if target == "loss" else set()
     assert set(ran) == expected
     assert not model.training
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+# --- target `predicted` ----------------------------------------------------------------------
+
+
+def test_predicted_classes_are_the_argmax_in_eval_mode_in_batches():
+    torch.manual_seed(0)
+    model = build_model(
+        {
+            "architecture": "resnet18",
+            "input_shape": [1, 8, 8],
+            "num_classes": 3,
+            "channel_mean": [0.3],
+            "channel_std": [0.2],
+        }
+    )
+    model.train()  # batch norm on batch statistics: the predictions would depend on the batch
+    images = torch.rand(7, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    classes = saliency.predicted_classes(model, images, batch_size=3)
+    assert model.training  # left as it was
+    with torch.no_grad():
+        expected = model.eval()(images).argmax(1)
+    assert classes.dtype == torch.int64
+    torch.testing.assert_close(classes, expected)
+    empty = saliency.predicted_classes(model, images[:0], batch_size=3)
+    assert empty.shape == (0,) and empty.dtype == torch.int64
+
+
+def _right_and_wrong(model, images):
+    """Labels that the model gets right on the even images and wrong on the odd ones."""
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    classes = model(images[:1]).shape[1]
+    wrong = (predicted + 1) % classes
+    odd = torch.arange(len(images)) % 2 == 1
+    return torch.where(odd, wrong, predicted), predicted, ~odd
+
+
+@pytest.mark.parametrize("name", MODEL_METHODS)
+def test_predicted_target_is_the_logit_target_where_the_model_is_right(name):
+    """With target `predicted` every method that takes a class target explains the predicted
+    class: the logit target's attributions where the label is the prediction, others where it is
+    not; explained_classes lets no label through."""
+    model = small_cnn(4)
+    images, _ = _cnn_inputs(8, seed=3)
+    labels, predicted, right = _right_and_wrong(model, images)
+    logit = replace(DEFAULT, layer="conv2", channel_mean=(0.4,), steps=8, noise_samples=4)
+    settings = replace(logit, target="predicted")
+    classes = saliency.explained_classes(model, images, labels, settings)
+    torch.testing.assert_close(classes, predicted)
+    torch.testing.assert_close(saliency.explained_classes(model, images, labels, logit), labels)
+    method = METHODS[name]
+    explained = method(model, images, classes, settings, seed=0)
+    of_labels = method(model, images, labels, logit, seed=0)
+    torch.testing.assert_close(explained[right], of_labels[right])
+    torch.testing.assert_close(explained, method(model, images, predicted, logit, seed=0))
+    differs = (explained - of_labels).flatten(1).abs().amax(1) > 1e-6
+    assert differs[~right].any(), name  # a wrong label changes the explanation
 
 
 # --- the stage -------------------------------------------------------------------------------
@@ -592,6 +650,7 @@ def tiny_stores(tmp_path):
         ("gradient", {"batch_size": 2, "seed": 0}),
         ("integrated_gradients", {"batch_size": 2, "baseline": "mean", "steps": 4, "seed": 1}),
         ("gradient", {"batch_size": 3, "target": "loss"}),
+        ("gradient", {"batch_size": 2, "target": "predicted"}),
         ("random", {"seed": 5}),
     ],
 )
@@ -606,12 +665,18 @@ def test_run_saliency_writes_closed_form_attributions(tmp_path, tiny_stores, met
     assert attributes["seed"] == settings.get("seed", 0)
     assert attributes["target"] == settings.get("target", "logit")
     assert attributes["settings"] == settings  # what the config gave, nothing filled in
+    differs = []  # target predicted: where the prediction is not the label
     for split in SPLITS:
         stored_split = read_split(dataset, split)
         images = stored_split["images"].astype(np.float32) / 4.0
         labels = stored_split["labels"]
         stored = read_split(out, split)["attributions"]
         assert stored.dtype == np.float32
+        if settings.get("target") == "predicted":
+            with torch.no_grad():
+                predicted = model(torch.from_numpy(images)).argmax(1).numpy()
+            differs.append(predicted != labels)
+            labels = predicted  # the predicted class's logit; no label enters
         gradient_rows = weight[labels].reshape(-1, 2, 3, 3) / std
         if method == "random":
             seed = saliency.block_seed(settings["seed"], split, 0)
@@ -627,3 +692,5 @@ def test_run_saliency_writes_closed_form_attributions(tmp_path, tiny_stores, met
             )
         else:
             np.testing.assert_allclose(stored, gradient_rows, rtol=1e-5)
+    if settings.get("target") == "predicted":  # the case tells the targets apart
+        assert np.concatenate(differs).any()

@@ -112,7 +112,18 @@ def test_stores_record_what_produced_them(finished):
 
     base = json.loads((results / "models/blockdigits/tiny_l2/seed0/metrics.json").read_text())
     assert base["training_mode"] == "pgd_l2" and len(base["history"]) == 3
-    assert 0 <= base["robust_test_accuracy"] <= base["test_accuracy"] + 1e-9
+    robust = json.loads((results / "models/blockdigits/tiny_l2/seed0/robust.json").read_text())
+    assert 0 <= robust["robust_test_accuracy"] <= robust["test_accuracy"] == base["test_accuracy"]
+    # the attack that measured it: the training attack's steps, one restart (the defaults)
+    assert robust["robust_attack"] == {
+        "norm": "l2",
+        "eps": 0.5,
+        "steps": 2,
+        "step_size": 2.5 * 0.5 / 2,
+        "restarts": 1,
+    }
+    assert robust["robust_attack_label"] == "PGD-l2 eps=0.5 steps=2 restarts=1"
+    assert not (results / "models/blockdigits/tiny_standard/seed0/robust.json").exists()
 
     for figure in FIGURES:
         assert (results / "figures" / f"{figure}.png").stat().st_size > 10_000
@@ -211,6 +222,15 @@ def test_changing_a_method_setting_reruns_only_the_methods_that_use_it(copy_of_f
     assert planned_jobs(copy_of_finished) == {}
     set_config(copy_of_finished, saliency={"target": "loss"})  # every gradient method
     assert planned_jobs(copy_of_finished)["saliency"] == len(MODELS)  # gradient, not random
+    set_config(copy_of_finished, saliency={"target": "predicted"})
+    jobs = planned_jobs(copy_of_finished)
+    assert jobs["saliency"] == len(MODELS)  # gradient, not random
+    assert "train" not in jobs and "robust" not in jobs
+
+
+def test_a_stronger_eval_attack_reruns_only_the_robust_accuracy(copy_of_finished):
+    set_config(copy_of_finished, training={"eval_attack": {"steps": 5, "restarts": 2}})
+    assert planned_jobs(copy_of_finished) == {"robust": 1, "all": 1}  # the pgd model only
 
 
 def test_editing_figure_code_reruns_only_figures(copy_of_finished):

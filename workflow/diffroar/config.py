@@ -51,8 +51,18 @@ CONTROL_METHODS = ("random", "sobel")
 # The pseudo-imputation of the mask-leakage control (diffroar.imputation): the retrained model sees
 # the keep-mask alone. It has no retrain-free curve and is not a fill to compare methods with.
 MASK_ONLY = "mask_only"
+# Methods that keep only positive evidence (a ReLU on the attributions or on the gradients they
+# pass back): with saliency.target 'loss' they would keep what raises the loss.
+POSITIVE_EVIDENCE_METHODS = ("gradcam", "guided_backprop")
 # Loaders that build BlockMNIST-style datasets (signal block + null block): localization applies.
 BLOCK_LOADERS = ("blockdigits", "blockmnist", "blockmnist_top", "blockfashion")
+
+
+# What a name (of a dataset, model, ...) may be; it appears in paths and tables.
+NAME_RULE = "a letter, then letters, digits or _; ASCII only, matched whole"
+# The largest seed (the schema's bound): every seed up to it gives different random numbers.
+SEED_MAX = 2**32 - 1
+NON_FINITE_TEXT = re.compile(r"[+-]?\.?(nan|inf|infinity)", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -98,6 +108,35 @@ TYPE_NAMES = {
     "boolean": "true or false",
     "null": "empty",
 }
+
+
+def _listed(expected) -> list[str]:
+    """A schema `type` (a name or a list of names) as a list."""
+    return [expected] if isinstance(expected, str) else list(expected)
+
+
+def _names_non_finite(value: Any) -> bool:
+    """Whether `value` is text that spells NaN or an infinity ('.nan', 'inf', '-.Inf', ...), as
+    `--config` passes YAML's special floats."""
+    return isinstance(value, str) and NON_FINITE_TEXT.fullmatch(value) is not None
+
+
+def _non_finite(value: Any, path: tuple = ()) -> tuple[tuple, float] | None:
+    """(path, value) of the first NaN or infinite number in `value`, depth first; else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for part, item in items:
+        found = _non_finite(item, (*path, part))
+        if found:
+            return found
+    return None
 
 
 def _type_text(expected) -> str:
@@ -154,16 +193,21 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
             f"{_suggestion(value, expected)}"
         )
     if rule == "pattern" and "propertyNames" in error.schema_path:
-        return (
-            f"{key}: the name {value!r} must match {expected} (a letter, then letters, digits or _)"
-        )
+        return f"{key}: the name {value!r} must match {expected} ({NAME_RULE})"
     if rule in ("oneOf", "anyOf"):
         kinds = [_type_text(_resolve(option, root).get("type", "?")) for option in expected]
         return f"{key} = {value!r}: must be {' or '.join(kinds)}"
     if rule == "type":
+        if _names_non_finite(value) and {"number", "integer"} & set(_listed(expected)):
+            return f"{key} = {value!r}: must be a finite number ({value!r} is not one)"
         return f"{key} = {value!r}: must be {_type_text(expected)}"
     if rule == "uniqueItems":
         return f"{key} = {value!r}: must not contain duplicates ({_duplicate(value)!r} repeats)"
+    if rule == "maximum" and expected == SEED_MAX:
+        return (
+            f"{key} = {value!r}: must be <= {SEED_MAX} (2**32 - 1: torch's generators keep a "
+            "seed's low 32 bits, so a larger seed repeats a smaller one)"
+        )
     allowed = {
         "minimum": f"must be >= {expected}",
         "maximum": f"must be <= {expected}",
@@ -172,7 +216,7 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
         "minItems": f"must have at least {expected} item(s)",
         "minLength": f"must have at least {expected} character(s)",
         "minProperties": f"must define at least {expected} entry",
-        "pattern": f"must match {expected} (a letter, then letters, digits or _)",
+        "pattern": f"must match {expected} ({NAME_RULE})",
     }.get(rule, error.message)
     return f"{key} = {value!r}: {allowed}"
 
@@ -272,8 +316,9 @@ def _check_batch_sizes(config: dict[str, Any]) -> None:
     tells (train_split_size)."""
     for name in config["experiment"]["datasets"]:
         split = train_split_size(config["datasets"][name])
-        if split is None:
-            continue
+        classes = dataset_classes(config["datasets"][name])
+        if split is None or split[0] < len(classes or ()):
+            continue  # no split, or one too small for its classes: _check_split_sizes says so
         size, exact, how = split
         for section in ("training", "retraining"):
             batch_size = config[section]["batch_size"]
@@ -285,6 +330,208 @@ def _check_batch_sizes(config: dict[str, Any]) -> None:
                 raise ConfigError(
                     f"config error: {section}.batch_size = {batch_size}: must be <= {size}, "
                     f"{what} ({how})"
+                )
+
+
+# Images per class (0..9) of the official training and test files of the file-backed sources
+# (MNIST's from its files; Fashion-MNIST and CIFAR-10 have equal classes). SVHN's and an image
+# folder's are known only from their files.
+OFFICIAL_CLASS_COUNTS = {
+    "mnist": (
+        (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+        (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+    ),
+    "fashion_mnist": ((6000,) * 10, (1000,) * 10),
+    "cifar10": ((5000,) * 10, (1000,) * 10),
+}
+# Image shape (C, H, W) of each loader's images; imagefolder's is (3, image_size, image_size).
+LOADER_SHAPES = {
+    "digits": (1, 8, 8),
+    "blockdigits": (1, 16, 8),
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "blockmnist": (1, 56, 28),
+    "blockmnist_top": (1, 56, 28),
+    "blockfashion": (1, 56, 28),
+    "cifar10": (3, 32, 32),
+    "svhn": (3, 32, 32),
+}
+# The most parameters a model may have: training holds 16 bytes for each (float32 weights,
+# gradients and Adam's two moments), so this bound is 16 GiB before any activation.
+PARAMETER_BYTES = 16
+MAX_PARAMETERS = 2**30
+
+
+def image_shape(dataset: dict[str, Any]) -> tuple[int, int, int]:
+    """(C, H, W) of the images of a checked `dataset` config, as its loader writes them."""
+    if dataset["loader"] == "imagefolder":
+        return (3, dataset["image_size"], dataset["image_size"])
+    return LOADER_SHAPES[dataset["loader"]]
+
+
+def dataset_classes(dataset: dict[str, Any]) -> list[int] | None:
+    """The class indices a checked `dataset` config keeps (its loader's default when not given);
+    None for an image folder without `classes` (its folders tell)."""
+    if dataset.get("classes"):
+        return list(dataset["classes"])
+    if dataset["loader"] in BLOCK_LOADERS:
+        return [0, 1]
+    return None if dataset["loader"] == "imagefolder" else list(range(10))
+
+
+def keep_count(keep_fraction: float, coordinates: int) -> int:
+    """Coordinates kept per image: round(k * d), at least 1 and at most d. The count of
+    diffroar.mask.keep_count (tests/test_config.py checks they agree), here without the mask
+    stage's imports, which the Snakefile would pay at every start."""
+    return int(min(coordinates, max(1, round(keep_fraction * coordinates))))
+
+
+def _stratified(
+    key: str, value: Any, part: int, whole: int, classes: int, of: str, sides: tuple[str, str]
+) -> None:
+    """Refuse a stratified split of `whole` images (`of`) into `part` and the rest (named
+    `sides`) unless each side holds at least one image per class, as scikit-learn's
+    train_test_split would refuse it inside the job."""
+    if part < classes or whole - part < classes:
+        raise ConfigError(
+            f"config error: {key} = {value!r}: splits {of} into {part} {sides[0]} and "
+            f"{whole - part} {sides[1]} images, fewer than its {classes} classes on one side; "
+            "each side needs one image per class"
+        )
+
+
+def _check_split_sizes(name: str, dataset: dict[str, Any]) -> None:
+    """Refuse sizes and fractions of a checked `dataset` config that diffroar.data.dataset_splits
+    cannot draw: a `train_size` or `test_size` larger than its pool, and a split (test,
+    validation, training, subset) without one image of every class. Exact for digits and
+    blockdigits (DIGITS_CLASS_COUNTS) and for the official files of mnist, fashion_mnist and
+    cifar10 (OFFICIAL_CLASS_COUNTS); SVHN and image folders are checked by their data job."""
+    classes = dataset_classes(dataset)
+    if classes is None:
+        return
+    where = f"datasets.{name}"
+    loader, val_fraction = dataset["loader"], dataset["val_fraction"]
+    if loader in ("digits", "blockdigits"):
+        total = sum(DIGITS_CLASS_COUNTS[c] for c in classes)
+        test_fraction = dataset["test_fraction"]
+        test = math.ceil(test_fraction * total)
+        _stratified(
+            f"{where}.test_fraction",
+            test_fraction,
+            test,
+            total,
+            len(classes),
+            f"the {total} images of dataset {name!r}",
+            ("test", "other"),
+        )
+        pool, pool_how = total - test, f"what test_fraction {test_fraction:g} leaves of {total}"
+        val_share = val_fraction / (1 - test_fraction)
+    else:
+        counts = OFFICIAL_CLASS_COUNTS.get(LOADER_SOURCES[loader])
+        if counts is None:
+            return
+        pool = sum(counts[0][c] for c in classes)
+        test = sum(counts[1][c] for c in classes)
+        pool_how = f"the official training images of classes {', '.join(map(str, classes))}"
+        val_share = val_fraction
+    for key, size, available, of in (
+        ("train_size", dataset.get("train_size"), pool, f"training pool ({pool_how})"),
+        ("test_size", dataset.get("test_size"), test, "test split"),
+    ):
+        if size is None or size == available:
+            continue
+        if size > available:
+            raise ConfigError(
+                f"config error: {where}.{key} = {size}: must be <= {available}, the images in "
+                f"the {of} of dataset {name!r}"
+            )
+        _stratified(
+            f"{where}.{key}",
+            size,
+            size,
+            available,
+            len(classes),
+            f"the {available} images of the {of} of dataset {name!r}",
+            ("drawn", "left"),
+        )
+    if dataset.get("train_size") is not None:
+        pool = dataset["train_size"]
+    val = math.ceil(val_share * pool)
+    _stratified(
+        f"{where}.val_fraction",
+        val_fraction,
+        val,
+        pool,
+        len(classes),
+        f"the {pool}-image training pool of dataset {name!r}",
+        ("validation", "training"),
+    )
+
+
+def parameter_count(model: dict[str, Any], shape: tuple[int, int, int], classes: int) -> int:
+    """Trainable parameters of a checked mlp or cnn `model` config on images of `shape` (C, H, W)
+    with `classes` classes, as diffroar.models builds it (resnet18: its fixed 11 million or so,
+    not counted here: 0)."""
+    architecture = model["architecture"]
+    if architecture == "resnet18":
+        return 0
+    channels, height, width = shape
+    count, features = 0, channels * height * width
+    if architecture == "cnn":
+        for out_channels in model["channels"]:
+            count += 9 * channels * out_channels + out_channels
+            channels = out_channels
+        features = channels * (height // 2) * (width // 2)
+    for width_out in [*model["hidden_sizes"], classes]:
+        count += features * width_out + width_out
+        features = width_out
+    return count
+
+
+def _check_model_sizes(config: dict[str, Any]) -> None:
+    """Refuse a model of the experiment with more than MAX_PARAMETERS parameters on a dataset it
+    is trained on (the memory estimate of training it: PARAMETER_BYTES a parameter)."""
+    experiment = config["experiment"]
+    retrain_model = config["retraining"].get("model")
+    for dataset_name in experiment["datasets"]:
+        dataset = config["datasets"][dataset_name]
+        shape = image_shape(dataset)
+        classes = len(dataset_classes(dataset) or [0, 1])
+        names = experiment_models(experiment, dataset_name)
+        for name in dict.fromkeys([*names, *([retrain_model] if retrain_model else [])]):
+            model = config["models"][name]
+            count = parameter_count(model, shape, classes)
+            if count > MAX_PARAMETERS:
+                options = {key: model[key] for key in ("channels", "hidden_sizes") if key in model}
+                gib = count * PARAMETER_BYTES / 2**30
+                raise ConfigError(
+                    f"config error: models.{name} = {options!r}: a {model['architecture']} of "
+                    f"{count:.3g} parameters on dataset {dataset_name!r} "
+                    f"({'x'.join(map(str, shape))}) needs about {gib:.0f} GiB to train "
+                    f"({PARAMETER_BYTES} bytes a parameter: weights, gradients, Adam's two "
+                    f"moments); must have at most {MAX_PARAMETERS} parameters (16 GiB)"
+                )
+
+
+def _check_keep_counts(config: dict[str, Any]) -> None:
+    """Refuse two keep fractions that keep the same number of ranked units (coordinates, or
+    pixels with `masking.ranking: pixel`) of an image of a dataset of the experiment: they
+    would be one masked dataset measured twice under two names."""
+    experiment, ranking = config["experiment"], config["masking"]["ranking"]
+    fractions = experiment["keep_fractions"]
+    for name in experiment["datasets"]:
+        shape = image_shape(config["datasets"][name])
+        units = math.prod(shape) if ranking == "coordinate" else shape[1] * shape[2]
+        counts = [keep_count(k, units) for k in fractions]
+        for index, count in enumerate(counts):
+            first = counts.index(count)
+            if first != index:
+                unit = "coordinates" if ranking == "coordinate" else "pixels"
+                raise ConfigError(
+                    f"config error: experiment.keep_fractions = {fractions!r}: "
+                    f"{fractions[first]!r} and {fractions[index]!r} both keep {count} of the "
+                    f"{units} {unit} of dataset {name!r} ({'x'.join(map(str, shape))}); "
+                    "give fractions that keep different numbers"
                 )
 
 
@@ -451,6 +698,13 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     """Fill in defaults and check `config` in place; raise ConfigError with one line on the first
     problem. Returns the same dict."""
     config.update({key: _canonical(value) for key, value in config.items()})
+    found = _non_finite(config)
+    if found:
+        path, value = found
+        raise ConfigError(
+            f"config error: {_key(path)} = {value!r}: must be a finite number (NaN and "
+            "infinities are refused everywhere)"
+        )
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
     error = best_match(validator_class(schema).iter_errors(config))
@@ -497,7 +751,15 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     if "deeplift" in experiment["methods"] and config["saliency"]["target"] == "loss":
         raise ConfigError(
             "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
-            "only 'logit' (Captum's DeepLift has no rule for the cross-entropy)"
+            "only 'logit' and 'predicted' (Captum's DeepLift has no rule for the cross-entropy)"
+        )
+    positive = [name for name in POSITIVE_EVIDENCE_METHODS if name in experiment["methods"]]
+    if positive and config["saliency"]["target"] == "loss":
+        raise ConfigError(
+            f"config error: saliency.target = 'loss': {' and '.join(positive)} (in "
+            "experiment.methods) keep positive evidence (ReLU); with the loss they keep what "
+            f"raises it. Use target 'logit' or 'predicted', or drop {' and '.join(positive)} "
+            "from experiment.methods"
         )
     if experiment["imputations"] == [MASK_ONLY]:
         raise ConfigError(
@@ -507,6 +769,9 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset)
     _check_batch_sizes(config)
+    for name in experiment["datasets"]:
+        _check_split_sizes(name, config["datasets"][name])
+    _check_model_sizes(config)
     texts = [format_k(k) for k in experiment["keep_fractions"]]
     for index, text in enumerate(texts):
         if texts.index(text) != index:
@@ -514,6 +779,7 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
                 f"config error: experiment.keep_fractions[{index}] = "
                 f"{experiment['keep_fractions'][index]!r}: duplicates keep fraction {text}"
             )
+    _check_keep_counts(config)
     # again, for the defaults filled in above
     config.update({key: _canonical(value) for key, value in config.items()})
     return config

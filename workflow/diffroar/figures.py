@@ -269,7 +269,10 @@ def plot_localization(table_path: str, out_path: str, dataset: str) -> None:
         ylim=(0, 1),
     )
     right.legend(fontsize="small")
-    figure.suptitle(f"Localization on {dataset} test images (bars and bands: 95% intervals)")
+    figure.suptitle(
+        f"Localization on {dataset} test images, base seed {table['base_seed'].min()} (bars and "
+        "bands: 95% intervals over the test images of one base model)"
+    )
     _save(figure, out_path)
 
 

@@ -1,6 +1,8 @@
 """Stage `localization`: where attributions put their mass on BlockMNIST-style test images.
 
-Two measures per model x method, each with a 95% t-interval over test images:
+Two measures per base model (model x base seed) x method, each with a 95% t-interval over that
+base model's test images (column `interval_over` = "test_images": it covers the variation between
+images, not between base seeds or retrainings):
 - `signal_mass_share`: sum |A| over the signal block / sum |A| over the image (1 is perfect, 0.5
   is what a uniform attribution gets);
 - `null_topk_share` at every k: the share of the top-k attributed coordinates that lie in the null
@@ -43,7 +45,9 @@ def null_topk_share(keep: np.ndarray, in_signal: np.ndarray) -> np.ndarray:
     return (kept_per_row * ~in_signal).sum(axis=1) / kept_per_row.sum(axis=1)
 
 
-def _summary(values: np.ndarray) -> dict[str, float]:
+def _summary(values: np.ndarray) -> dict[str, float | int | str]:
+    """Mean, std and 95% t-interval of per-image `values` (NaN dropped), the number of images
+    and what the interval is over (`interval_over`: "test_images")."""
     values = pd.Series(values).dropna()
     low, high = interval95(values)
     return {
@@ -52,6 +56,7 @@ def _summary(values: np.ndarray) -> dict[str, float]:
         "ci_low": low,
         "ci_high": high,
         "n_images": len(values),
+        "interval_over": "test_images",
     }
 
 

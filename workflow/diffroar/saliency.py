@@ -21,9 +21,14 @@ on it. `METHODS` maps config names to methods; every gradient method is Captum's
 - model-independent controls: `random` (uniform scores from `seed`) and `sobel` (the per-channel
   Sobel edge magnitude of the image)
 
-`Settings.target` picks what is explained: `logit`, the true-class logit, or `loss`, the
-per-sample cross-entropy of the true class (Captum explains the `CrossEntropy` wrapper, with the
-labels passed as an additional forward argument so that it expands them with the inputs).
+`Settings.target` picks what is explained: `logit`, the logit of the class in `labels`, or
+`loss`, the per-sample cross-entropy of that class (Captum explains the `CrossEntropy` wrapper,
+with the labels passed as an additional forward argument so that it expands them with the
+inputs); `predicted` is a logit target whose classes are the model's predictions on the unmasked
+images: `run_saliency` passes the methods `explained_classes(...)`, the true labels for `logit`
+and `loss` and the predictions for `predicted`, so that with `predicted` no label enters the
+attributions. gradcam and guided_backprop refuse `loss`: they keep only positive evidence
+(ReLU), which for the loss is what raises it.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from .store import (
 
 # Images attributed per block read from the dataset store: bounds memory for large datasets.
 BLOCK_IMAGES = 8192
-TARGETS = ("logit", "loss")
+TARGETS = ("logit", "loss", "predicted")
 BASELINES = ("zero", "mean")
 
 
@@ -75,7 +80,9 @@ class Settings:
 
     batch_size: int = 512  # images per call of the explainer (bounds memory)
     internal_batch_size: int = 4096  # most model inputs in one forward pass (IG steps, noise)
-    target: str = "logit"  # "logit": true-class logit; "loss": per-sample cross-entropy
+    # "logit": the logit of the class in `labels`; "loss": its per-sample cross-entropy;
+    # "predicted": a logit target whose `labels` are the model's predictions (explained_classes)
+    target: str = "logit"
     baseline: str = "zero"  # integrated_gradients, deeplift: "zero" or "mean" (channel mean)
     steps: int = 32  # integrated_gradients: integration steps
     noise_std: float = 0.15  # smoothgrad, smoothgrad_sq, vargrad: noise std in [0, 1] pixels
@@ -121,7 +128,34 @@ class CrossEntropy(nn.Module):
 
 def _explained(model: nn.Module, settings: Settings) -> nn.Module:
     """The module whose (per-sample scalar) output Captum explains."""
-    return model if settings.target == "logit" else CrossEntropy(model)
+    return CrossEntropy(model) if settings.target == "loss" else model
+
+
+def predicted_classes(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The class (N,) int64 that `model`, in eval mode, predicts for each image (N, C, H, W) (the
+    argmax of its logits), computed in batches of `batch_size` on the images' device."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        classes = [
+            model(images[start : start + batch_size]).argmax(1)
+            for start in range(0, len(images), batch_size)
+        ]
+    model.train(was_training)
+    if not classes:
+        return torch.zeros(0, dtype=torch.int64, device=images.device)
+    return torch.cat(classes)
+
+
+def explained_classes(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings
+) -> torch.Tensor:
+    """The classes (N,) int64 whose logit or loss the methods explain: the true `labels` for
+    targets `logit` and `loss`, the model's predictions on `images` (the unmasked images) for
+    target `predicted`, so that no label enters its attributions."""
+    if settings.target == "predicted":
+        return predicted_classes(model, images, settings.batch_size)
+    return labels
 
 
 def _in_chunks(
@@ -138,7 +172,7 @@ def _in_chunks(
     for start in range(0, len(images), chunk):
         batch = images[start : start + chunk].detach()
         batch_labels = labels[start : start + chunk]
-        if settings.target == "logit":
+        if settings.target != "loss":
             targets: dict[str, Any] = {"target": batch_labels}
         else:
             targets = {"target": None, "additional_forward_args": (batch_labels,)}
@@ -256,10 +290,22 @@ def vargrad(
     return _noise_tunnel("vargrad", model, images, labels, settings, seed)
 
 
+def _refuse_loss(method: str, settings: Settings) -> None:
+    """Raise ValueError when `method`, which keeps only positive evidence (a ReLU on its
+    attributions or on the gradients it passes back), is asked to explain the loss."""
+    if settings.target == "loss":
+        raise ValueError(
+            f"{method} supports only targets 'logit' and 'predicted', not 'loss': it keeps "
+            "positive evidence (ReLU), which for the loss is what raises it"
+        )
+
+
 def guided_backprop(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
 ) -> torch.Tensor:
-    """Captum's GuidedBackprop: only positive gradients pass back through the ReLU modules."""
+    """Captum's GuidedBackprop: only positive gradients pass back through the ReLU modules.
+    Target `loss` is refused (_refuse_loss)."""
+    _refuse_loss("guided_backprop", settings)
     explainer = GuidedBackprop(_explained(model, settings))
     return _in_chunks(images, labels, settings, explainer.attribute)
 
@@ -298,7 +344,9 @@ def gradcam(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, *, seed: int
 ) -> torch.Tensor:
     """Grad-CAM of the layer `settings.layer` of `model.network` (Captum's LayerGradCam with
-    relu_attributions), upsampled bilinearly to (H, W) and repeated over the C channels."""
+    relu_attributions), upsampled bilinearly to (H, W) and repeated over the C channels. Target
+    `loss` is refused (_refuse_loss)."""
+    _refuse_loss("gradcam", settings)
     layer = _gradcam_layer(model, settings.layer)
     explainer = LayerGradCam(_explained(model, settings), layer)
     channels, height, width = images.shape[1:]
@@ -326,10 +374,11 @@ def deeplift(
     logits would be linearised at the input and the attributions would not sum to
     loss(x) - loss(baseline), DeepLift's defining property.
     """
-    if settings.target != "logit":
+    if settings.target == "loss":
         raise ValueError(
-            f"deeplift supports only target 'logit', not {settings.target!r}: Captum's DeepLift "
-            "cannot propagate through the cross-entropy (not a nonlinearity module it knows)"
+            "deeplift supports only targets 'logit' and 'predicted', not 'loss': Captum's "
+            "DeepLift cannot propagate through the cross-entropy (not a nonlinearity module it "
+            "knows)"
         )
     explainer = DeepLift(model)
     return _in_chunks(
@@ -442,7 +491,8 @@ def run_saliency(
             for block in sample_blocks(stored, BLOCK_IMAGES):
                 pixels = read_block(stored, dataset_path, block).astype(np.float32) / pixel_max
                 images = torch.from_numpy(pixels).to(on)
-                target = torch.from_numpy(labels[block]).to(on)
+                true_labels = torch.from_numpy(labels[block]).to(on)
+                target = explained_classes(model, images, true_labels, resolved)
                 values = METHODS[method](
                     model, images, target, resolved, seed=block_seed(seed, split, block.start)
                 ).numpy()

@@ -1,0 +1,20 @@
+rule robust:
+    input:
+        dataset=DATA,
+        checkpoint=f"{MODEL_DIR}/model.safetensors",
+    output:
+        f"{MODEL_DIR}/robust.json",
+    log:
+        f"results/logs/robust/{{dataset}}/{{model}}/seed{{seed}}.log",
+    conda:
+        "../envs/diffroar.yaml"
+    threads: rule_threads("robust")
+    resources:
+        **rule_resources("robust"),
+    params:
+        model=base_model,
+        eval_attack=config["training"]["eval_attack"],
+        fingerprint=train_fingerprint,
+        code=code_fingerprint("robust"),
+    script:
+        "../workflow/scripts/robust.py"
