@@ -48,6 +48,18 @@ def verify_expectations():
             "localization",
             {"dataset": dataset},
         )
+    for path in robust_targets():
+        fields = Path(
+            path
+        ).parts  # results/models/<dataset>/<model>/seed<seed>/robust.json
+        expected[path] = (
+            "robust",
+            {
+                "dataset": fields[2],
+                "model": fields[3],
+                "seed": int(fields[4][len("seed") :]),
+            },
+        )
     for path in final_targets():
         writer = "combine_table" if path.endswith(".parquet") else "figure"
         expected.setdefault(path, (writer, None))

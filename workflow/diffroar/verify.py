@@ -42,6 +42,7 @@ PATTERNS = [
     (r"data/(?P<dataset>[^/]+)\.zarr", "data"),
     (r"models/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<seed>\d+)/model\.safetensors", "train"),
     (r"models/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<seed>\d+)/metrics\.json", "train"),
+    (r"models/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<seed>\d+)/robust\.json", "robust"),
     (
         r"saliency/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<base_seed>\d+)/"
         r"(?P<method>[^/]+)\.zarr",
@@ -143,7 +144,7 @@ def check_artifact(
         metadata = checkpoint_metadata(path)
         expect_identity(path, metadata, identity)
         load_checkpoint(path)  # the tensors against their checksum
-    elif name == "metrics.json":
+    elif name.endswith(".json"):
         if "retrain_seed" in identity:
             read_run(path, {str(path): identity})
         else:
