@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from diffroar.checks import ArtifactError, read_table
+from diffroar.checks import ArtifactError, check_table, read_table
 from diffroar.compare import run_comparisons
 from diffroar.figures import plot_methods, plot_noretrain
 from diffroar.mask import run_mask
@@ -397,6 +397,15 @@ def test_a_final_table_with_a_missing_name_is_refused(run):
     table.to_parquet(FINAL_METRICS, index=False)
     refused(lambda: read_table(FINAL_METRICS), ArtifactError, str(FINAL_METRICS),
             "must be a non-empty string")  # fmt: skip
+
+
+def test_a_k_may_be_missing_only_where_a_table_has_rows_without_k():
+    """Comparisons of areas over k and localization measures have no k; runs always have one."""
+    rows = pd.DataFrame({"dataset": ["d", "d"], "keep_fraction": [0.1, float("nan")]})
+    check_table("results/tables/d/comparisons.parquet", rows)
+    check_table("results/tables/d/localization.parquet", rows)
+    with pytest.raises(ArtifactError, match=r"runs\.parquet: row 1, column keep_fraction = nan"):
+        check_table("results/runs.parquet", rows)
 
 
 def _verify(*args: str) -> subprocess.CompletedProcess:

@@ -135,8 +135,8 @@ RANGES = {
     "epochs": (_count, "a whole number >= 1"),
     "selected_epoch": (_count, "a whole number >= 1"),
     "kept_coordinates": (_count, "a whole number >= 1"),
-    "n_runs": (_count, "a whole number >= 1"),
-    "n_base_seeds": (_count, "a whole number >= 1"),
+    "n_runs": (_seed, "a whole number >= 0"),
+    "n_base_seeds": (_seed, "a whole number >= 0"),
     "base_seed": (_seed, "a whole number >= 0"),
     "retrain_seed": (_seed, "a whole number >= 0"),
     "seed": (_seed, "a whole number >= 0"),
@@ -244,8 +244,9 @@ TABLE_COLUMNS = {
 }  # fmt: skip
 # kinds whose tables hold at least one row in every run
 NON_EMPTY = ("metrics", "diffroar", "noretrain")
-# table kind -> columns that may be NaN there (a localization measure that has no k)
-MISSING_IN = {"localization": ("keep_fraction",)}
+# table kind -> columns that may be NaN there (a localization measure, a comparison of areas over
+# k: no k)
+MISSING_IN = {"localization": ("keep_fraction",), "comparisons": ("keep_fraction",)}
 
 
 def table_kind(path: str | Path) -> str:
