@@ -58,6 +58,7 @@ include: "rules/noretrain.smk"
 include: "rules/metrics.smk"
 include: "rules/localization.smk"
 include: "rules/figures.smk"
+include: "rules/verify.smk"
 
 
 # The small jobs that read the tables and draw the figures run where Snakemake runs, not in a

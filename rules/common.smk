@@ -330,3 +330,205 @@ def retrain_fingerprints(wildcards):
         ]
         for order in ORDERS
     }
+
+
+# --- The identity each job expects of the artifacts it reads (diffroar.verify.expect_inputs):
+# input path -> the values the artifact must record, from the wildcards and the config.
+def dataset_identity(wildcards):
+    return {"dataset": wildcards.dataset, "config": dataset_config(wildcards)}
+
+
+def checkpoint_identity(wildcards):
+    return {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "seed": int(wildcards.seed),
+        "config_fingerprint": train_fingerprint(wildcards),
+    }
+
+
+def saliency_identity(wildcards):
+    return {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "base_seed": int(wildcards.seed),
+        "method": wildcards.method,
+        "checkpoint_fingerprint": train_fingerprint(wildcards),
+    }
+
+
+def masked_identity(wildcards, order=None):
+    """What a masked store records: of `order`, or of the wildcards' order."""
+    settings = masking_settings(wildcards)
+    masking = {
+        "model": wildcards.model,
+        "base_seed": int(wildcards.seed),
+        "method": wildcards.method,
+        "imputation": wildcards.imputation,
+        "order": order or wildcards.order,
+        "keep_fraction": float(wildcards.k),
+        "ranking": settings["ranking"],
+        "tiebreak_seed": settings["tiebreak_seed"],
+        "checkpoint_fingerprint": train_fingerprint(wildcards),
+    }
+    return {"dataset": wildcards.dataset} | {
+        f"masking.{k}": v for k, v in masking.items()
+    }
+
+
+def run_identity(wildcards, rseed):
+    """What a retrained model's checkpoint and metrics JSON record."""
+    return {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "base_seed": int(wildcards.seed),
+        "method": wildcards.method,
+        "imputation": wildcards.imputation,
+        "order": wildcards.order,
+        "keep_fraction": float(wildcards.k),
+        "retrain_seed": int(rseed),
+        "config_fingerprint": retrain_fingerprint(
+            wildcards, wildcards.order, int(rseed)
+        ),
+        "attribution_fingerprint": attribution_fingerprint(wildcards),
+    }
+
+
+def expected_inputs(*kinds):
+    """A params function: input path -> expected identity, for inputs of `kinds` (data,
+    checkpoint, saliency, masked)."""
+    patterns = {
+        "data": (DATA, dataset_identity),
+        "checkpoint": (f"{MODEL_DIR}/model.safetensors", checkpoint_identity),
+        "saliency": (SALIENCY, saliency_identity),
+        "masked": (MASKED, masked_identity),
+    }
+
+    def identities(wildcards):
+        return {
+            patterns[kind][0].format(**dict(wildcards.items())): patterns[kind][1](
+                wildcards
+            )
+            for kind in kinds
+        }
+
+    return identities
+
+
+def masked_pair_identities(wildcards):
+    """A retrain job's inputs -> expected identity: the top-k and bottom-k stores of its pair."""
+    values = dict(wildcards.items())
+    return {
+        of_order(MASKED, order).format(**values): masked_identity(wildcards, order)
+        for order in ORDERS
+    }
+
+
+def _combinations(wildcards, **fixed):
+    """Namespaces of every run of one dataset (or base model, given in `fixed`)."""
+    from itertools import product
+    from types import SimpleNamespace
+
+    axes = {
+        "model": models_of(wildcards),
+        "seed": [str(s) for s in EXPERIMENT["base_seeds"]],
+        "method": EXPERIMENT["methods"],
+        "imputation": EXPERIMENT["imputations"],
+        "order": ORDERS,
+        "k": [format_k(k) for k in EXPERIMENT["keep_fractions"]],
+    } | {key: [value] for key, value in fixed.items()}
+    for values in product(*axes.values()):
+        yield SimpleNamespace(dataset=wildcards.dataset, **dict(zip(axes, values)))
+
+
+def noretrain_identities(wildcards):
+    """The expected identity of every input of a noretrain job."""
+    expected = expected_inputs("data", "checkpoint")(wildcards)
+    for run in _combinations(wildcards, model=wildcards.model, seed=wildcards.seed):
+        if run.imputation in FILLS:
+            expected[MASKED.format(**vars(run))] = masked_identity(run)
+    return expected
+
+
+def localization_identities(wildcards):
+    """The expected identity of every input of a localization job: the dataset store and the
+    saliency store of every model x base seed x method."""
+    expected = expected_inputs("data")(wildcards)
+    for run in _combinations(wildcards, imputation=None, order=None, k=None):
+        expected[SALIENCY.format(**vars(run))] = saliency_identity(run)
+    return expected
+
+
+def retrain_identities(wildcards):
+    """The expected identity of every metrics JSON that one dataset's metrics job reads."""
+    return {
+        f"{RETRAIN_DIR}/metrics.json".format(**vars(run), rseed=rseed): run_identity(
+            run, rseed
+        )
+        for run in _combinations(wildcards)
+        for rseed in EXPERIMENT["retrain_seeds"]
+    }
+
+
+# --- What `snakemake verify` (rules/verify.smk) checks.
+def verify_expectations():
+    """Path -> (rule that writes it, identity it must record) of every artifact of the run."""
+    from types import SimpleNamespace
+
+    expected = {}
+    for dataset in EXPERIMENT["datasets"]:
+        wildcards = SimpleNamespace(dataset=dataset)
+        expected[DATA.format(dataset=dataset)] = ("data", dataset_identity(wildcards))
+        for run in _combinations(wildcards):
+            model_dir = MODEL_DIR.format(**vars(run))
+            expected[f"{model_dir}/model.safetensors"] = (
+                "train",
+                checkpoint_identity(run),
+            )
+            expected[f"{model_dir}/metrics.json"] = ("train", checkpoint_identity(run))
+            expected[SALIENCY.format(**vars(run))] = (
+                "saliency",
+                saliency_identity(run),
+            )
+            expected[MASKED.format(**vars(run))] = ("mask", masked_identity(run))
+            expected[NORETRAIN.format(**vars(run))] = (
+                "noretrain",
+                {"dataset": dataset, "model": run.model, "base_seed": int(run.seed)},
+            )
+            for rseed in EXPERIMENT["retrain_seeds"]:
+                retrain_dir = RETRAIN_DIR.format(**vars(run), rseed=rseed)
+                for name in ("model.safetensors", "metrics.json"):
+                    expected[f"{retrain_dir}/{name}"] = (
+                        "retrain",
+                        run_identity(run, rseed),
+                    )
+        for table in ("metrics", "diffroar"):
+            expected[f"{TABLES}/{table}.parquet".format(dataset=dataset)] = (
+                "metrics",
+                {"dataset": dataset},
+            )
+        expected[f"{TABLES}/comparisons.parquet".format(dataset=dataset)] = (
+            "comparisons",
+            {"dataset": dataset},
+        )
+    for dataset in block_datasets():
+        expected[f"{TABLES}/localization.parquet".format(dataset=dataset)] = (
+            "localization",
+            {"dataset": dataset},
+        )
+    for path in robust_targets():
+        fields = Path(
+            path
+        ).parts  # results/models/<dataset>/<model>/seed<seed>/robust.json
+        expected[path] = (
+            "robust",
+            {
+                "dataset": fields[2],
+                "model": fields[3],
+                "seed": int(fields[4][len("seed") :]),
+            },
+        )
+    for path in final_targets():
+        writer = "combine_table" if path.endswith(".parquet") else "figure"
+        expected.setdefault(path, (writer, None))
+    return expected

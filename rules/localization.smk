@@ -15,6 +15,7 @@ rule localization:
         keep_fractions=EXPERIMENT["keep_fractions"],
         tiebreak_seed=config["masking"]["tiebreak_seed"],
         ranking=config["masking"]["ranking"],
+        identity=localization_identities,
         code=code_fingerprint("localization"),
     script:
         "../workflow/scripts/localization.py"

@@ -14,6 +14,7 @@ rule mask:
         **rule_resources("mask"),
     params:
         settings=masking_settings,
+        identity=expected_inputs("data", "saliency"),
         code=code_fingerprint("mask"),
     script:
         "../workflow/scripts/mask.py"

@@ -9,6 +9,7 @@ rule metrics:
     conda:
         "../envs/diffroar.yaml"
     params:
+        identities=retrain_identities,
         code=code_fingerprint("metrics"),
     script:
         "../workflow/scripts/metrics.py"

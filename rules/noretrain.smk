@@ -15,6 +15,7 @@ rule noretrain:
     params:
         model=base_model,
         fingerprint=train_fingerprint,
+        identity=noretrain_identities,
         code=code_fingerprint("noretrain"),
     script:
         "../workflow/scripts/noretrain.py"

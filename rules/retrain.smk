@@ -35,6 +35,7 @@ rule retrain:
         seeds=job_retrain_seeds,
         fingerprints=retrain_fingerprints,
         attribution_fingerprint=attribution_fingerprint,
+        identity=masked_pair_identities,
         code=code_fingerprint("retrain"),
     script:
         "../workflow/scripts/retrain.py"

@@ -16,6 +16,7 @@ rule saliency:
     params:
         settings=attribution_settings,
         fingerprint=train_fingerprint,
+        identity=expected_inputs("data", "checkpoint"),
         code=code_fingerprint("saliency"),
     script:
         "../workflow/scripts/saliency.py"

@@ -17,6 +17,7 @@ rule train:
         model=base_model,
         training=training_settings(),
         fingerprint=train_fingerprint,
+        identity=expected_inputs("data"),
         code=code_fingerprint("train"),
     script:
         "../workflow/scripts/train.py"

@@ -185,7 +185,7 @@ def leftovers(root: Path) -> list[str]:
 
 def assert_same_checkpoints(expected_run: Path, run: Path) -> None:
     """Every checkpoint of `run` holds exactly the tensors and metadata of the same checkpoint of
-    `expected_run`. (Not the same bytes: safetensors writes its metadata in hash-map order.)"""
+    `expected_run` (tests/test_trust.py also compares their bytes)."""
     expected_paths = sorted((expected_run / "results").rglob("*.safetensors"))
     assert [p.relative_to(expected_run) for p in expected_paths] == [
         p.relative_to(run) for p in sorted((run / "results").rglob("*.safetensors"))

@@ -349,7 +349,7 @@ def test_collect_runs_names_a_missing_column(tmp_path):
     payload = _metrics_payload("top", 0, 0.9)
     del payload["test_accuracy"]
     write_json(tmp_path / "metrics.json", payload)
-    with pytest.raises(KeyError, match="test_accuracy"):
+    with pytest.raises(ValueError, match="metrics.json: no test_accuracy"):
         collect_runs([tmp_path / "metrics.json"])
 
 

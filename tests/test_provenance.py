@@ -91,6 +91,7 @@ def test_closure_recognises_every_import_form(package_copy):
     )
     assert copy.module_closure("probe") == [
         "architectures",
+        "checks",  # metrics checks the JSON and tables it reads
         "config",
         "datafiles",
         "imputation",  # metrics names the mask-only control

@@ -262,9 +262,12 @@ def test_two_clean_runs_give_bit_identical_results(tmp_path_factory):
     for name, table in expected.items():
         pd.testing.assert_frame_equal(found[name], table, check_exact=True, obj=name)
     assert_same_checkpoints(first, second)
+    for checkpoint in (first / "results").rglob("*.safetensors"):  # byte for byte
+        relative = checkpoint.relative_to(first)
+        assert (second / relative).read_bytes() == checkpoint.read_bytes(), relative
     for metrics in (first / "results").rglob("metrics.json"):
         relative = metrics.relative_to(first)
-        drop = ("wall_seconds",)
+        drop = ("wall_seconds", "sha256")  # the checksum covers wall_seconds
         old = {k: v for k, v in json.loads(metrics.read_text()).items() if k not in drop}
         new = {
             k: v for k, v in json.loads((second / relative).read_text()).items() if k not in drop

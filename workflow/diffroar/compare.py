@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .checks import read_table
 from .metrics import (
     GROUP,
     SEEDS,
@@ -209,7 +210,7 @@ def ranking_table(runs: pd.DataFrame, keep_fractions: list[float]) -> pd.DataFra
 
 def run_comparisons(runs_path: str, keep_fractions: list[float], out_path: str) -> None:
     """Write one dataset's comparisons table from its run table."""
-    table = comparisons_table(pd.read_parquet(runs_path), keep_fractions)
+    table = comparisons_table(read_table(runs_path), keep_fractions)
     write_parquet(table, out_path)
     log.info("%d comparisons", len(table))
 
@@ -219,7 +220,7 @@ def main(argv: list[str]) -> None:
     grid of its runs, as a Markdown table."""
     if len(argv) != 1:
         sys.exit("usage: python -m diffroar.compare results/metrics.parquet")
-    runs = pd.read_parquet(argv[0])
+    runs = read_table(argv[0])
     table = ranking_table(runs, sorted(runs["keep_fraction"].unique()))
     columns = ["dataset", "model", "imputation", "rank", "method", "area", "ci_low", "ci_high"]
     print(table[columns + ["interval_over"]].to_markdown(index=False, floatfmt=".3f"))

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .checks import read_table  # noqa: E402
 from .imputation import MASK_ONLY  # noqa: E402
 from .metrics import noretrain_diffroar  # noqa: E402
 from .runtime import atomic_output, log  # noqa: E402
@@ -75,7 +76,7 @@ def plot_methods(table_path: str, out_path: str, dataset: str, imputations: list
     per method with its 95% band; where the table has the mask-only control, each method's
     mask-only DiffROAR is drawn dashed in the same colour, so the gap between the two is what the
     kept values add beyond the mask's shape."""
-    table = pd.read_parquet(table_path).sort_values("keep_fraction")
+    table = read_table(table_path).sort_values("keep_fraction")
     control = table[table["imputation"] == MASK_ONLY]
     table = table[table["imputation"].isin(imputations)]
     methods = sorted(table["method"].unique())
@@ -123,7 +124,7 @@ def plot_methods(table_path: str, out_path: str, dataset: str, imputations: list
 
 def plot_imputation(table_path: str, out_path: str, dataset: str) -> None:
     """DiffROAR vs k: a panel per method, a colour per imputation, a line style per model."""
-    table = pd.read_parquet(table_path).sort_values("keep_fraction")
+    table = read_table(table_path).sort_values("keep_fraction")
     methods = sorted(table["method"].unique())
     imputations = sorted(table["imputation"].unique())
     models = sorted(table["model"].unique())
@@ -154,9 +155,9 @@ def plot_noretrain(
 ) -> None:
     """A panel per method: retrain DiffROAR (solid) beside the retrain-free LeRF − MoRF accuracy
     of the unchanged base model (dashed) vs k, a colour per model, with `imputation`."""
-    retrain = pd.read_parquet(diffroar_path).sort_values("keep_fraction")
+    retrain = read_table(diffroar_path).sort_values("keep_fraction")
     retrain = retrain[retrain["imputation"] == imputation]
-    free = noretrain_diffroar(pd.concat([pd.read_parquet(path) for path in noretrain_paths]))
+    free = noretrain_diffroar(pd.concat([read_table(path) for path in noretrain_paths]))
     free = free[free["imputation"] == imputation].sort_values("keep_fraction")
     methods = sorted(retrain["method"].unique())
     models = sorted(retrain["model"].unique())
@@ -235,7 +236,7 @@ def plot_attributions(
 def plot_localization(table_path: str, out_path: str, dataset: str) -> None:
     """Left: share of attribution mass on the signal block per model x method (bars, 95%
     interval). Right: share of the top-k attributed coordinates in the null block vs k."""
-    table = pd.read_parquet(table_path)
+    table = read_table(table_path)
     table = table[table["base_seed"] == table["base_seed"].min()]
     styles = _styles(sorted(table["model"].unique()), sorted(table["method"].unique()))
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -290,7 +291,7 @@ def plot_ranking(runs_path: str, out_path: str, dataset: str, keep_fractions: li
     top), a horizontal 95% interval bar per model (colour)."""
     from .compare import ranking_table  # here, not on top: the other figures do not need it
 
-    table = ranking_table(pd.read_parquet(runs_path), keep_fractions)
+    table = ranking_table(read_table(runs_path), keep_fractions)
     # the mask-only control last, beside the imputations it is the control of
     imputations = sorted(table["imputation"].unique(), key=lambda name: (name == "mask_only", name))
     models = sorted(table["model"].unique())

@@ -11,9 +11,12 @@ images, not between base seeds or retrainings):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .mask import keep_mask, tiebreak_rng
 from .metrics import interval95
@@ -131,7 +134,11 @@ def run_localization(
     keep_fractions: list[float],
     tiebreak_seed: int,
     ranking: str,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
+    """Write the localization table of one dataset's saliency stores; with `expected` (input
+    path -> the identity the rule expects), inputs that record another identity are refused."""
+    expect_inputs(expected, [dataset_path, *saliency_paths])
     rows = []
     for path in saliency_paths:
         rows += localization_rows(dataset_path, path, keep_fractions, tiebreak_seed, ranking)

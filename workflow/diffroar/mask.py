@@ -11,9 +11,11 @@ A masked store holds, per split, `images` (N, C, H, W) float32 already scaled to
 from __future__ import annotations
 
 from contextlib import ExitStack
+from typing import Any
 
 import numpy as np
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .imputation import impute
 from .runtime import log, package_version
@@ -113,10 +115,14 @@ def run_mask(
     ranking: str,
     tiebreak_seed: int,
     noise: float = 0.0,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Write the masked copies of all splits of a dataset for one attribution store, k and
     imputation, one per order of `out_paths` (order -> path), from one ranking (`noise`: the std
-    of noisy_linear's noise). Each order's store is the one a job of its own would write."""
+    of noisy_linear's noise). Each order's store is the one a job of its own would write. With
+    `expected` (input path -> the identity the rule expects), inputs that record another
+    identity are refused."""
+    expect_inputs(expected, [dataset_path, saliency_path])
     dataset = read_attributes(dataset_path)
     saliency = open_store(saliency_path, ("model", "base_seed", "method"))
     units = ranked_units(dataset["shape"], ranking)
@@ -134,6 +140,7 @@ def run_mask(
         "imputation": imputation,
         "noise": noise if imputation == "noisy_linear" else None,
         "tiebreak_seed": tiebreak_seed,
+        "checkpoint_fingerprint": saliency.attrs.get("checkpoint_fingerprint"),
     }
     source = open_store(dataset_path)
     pixel_max = np.float32(dataset["pixel_max"])

@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .checks import read_run, read_table
 from .imputation import MASK_ONLY
 from .provenance import config_fingerprint
-from .runtime import log, read_json, write_parquet
+from .runtime import log, write_parquet
 
 RUN_COLUMNS = [
     "dataset",
@@ -86,9 +87,13 @@ MASK_ONLY_COLUMNS = [
 ]
 
 
-def collect_runs(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per retrained model from the retrain stage's metrics JSON files."""
-    rows = [{column: read_json(path)[column] for column in RUN_COLUMNS} for path in metrics_paths]
+def collect_runs(metrics_paths: Iterable[str | Path], expected: dict | None = None) -> pd.DataFrame:
+    """One row per retrained model from the retrain stage's metrics JSON files (checksums and
+    ranges checked; with `expected`, path -> identity, what each records: diffroar.verify)."""
+    rows = [
+        {column: read_run(path, expected)[column] for column in RUN_COLUMNS}
+        for path in metrics_paths
+    ]
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     return runs.sort_values(GROUP + ["order", "base_seed", "retrain_seed"], ignore_index=True)
 
@@ -231,9 +236,11 @@ def noretrain_diffroar(table: pd.DataFrame) -> pd.DataFrame:
     return summary.rename(columns={"mean": "noretrain_diffroar", "count": "n_seeds"}).reset_index()
 
 
-def run_metrics(metrics_paths: list[str], runs_path: str, diffroar_path: str) -> None:
+def run_metrics(
+    metrics_paths: list[str], runs_path: str, diffroar_path: str, expected: dict | None = None
+) -> None:
     """Write one dataset's run table and DiffROAR table."""
-    runs = collect_runs(metrics_paths)
+    runs = collect_runs(metrics_paths, expected)
     table = diffroar_table(runs)
     write_parquet(runs, runs_path)
     write_parquet(table, diffroar_path)
@@ -242,6 +249,6 @@ def run_metrics(metrics_paths: list[str], runs_path: str, diffroar_path: str) ->
 
 def concatenate(paths: list[str], out_path: str) -> None:
     """Stack per-dataset tables into one parquet file."""
-    table = pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
+    table = pd.concat([read_table(path) for path in paths], ignore_index=True)
     write_parquet(table, out_path)
     log.info("%s: %d rows from %d tables", out_path, len(table), len(paths))

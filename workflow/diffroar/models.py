@@ -18,6 +18,8 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .architectures import ARCHITECTURE_OPTIONS
+from .checks import METADATA_CHECKSUM
+from .checks import checkpoint_metadata_digest as metadata_digest
 from .runtime import atomic_output
 
 
@@ -157,8 +159,9 @@ def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
 def save_checkpoint(
     path: str | Path, model: nn.Module, spec: dict[str, Any], info: dict[str, Any]
 ) -> None:
-    """Weights as safetensors, written atomically; `spec` and `info` as JSON strings in its
-    metadata, with the sha256 of the tensors. Weights that are not finite (a training run that
+    """Weights as safetensors, written atomically and byte-for-byte deterministically
+    (`canonical_safetensors`); `spec` and `info` as JSON strings (sorted keys) in its metadata,
+    with the sha256 of the tensors. Weights that are not finite (a training run that
     diverged) are refused with a FloatingPointError: no checkpoint is written."""
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     bad = _non_finite(tensors)
@@ -167,10 +170,27 @@ def save_checkpoint(
             f"refusing to write checkpoint {path}: NaN or infinite weights in {', '.join(bad)} "
             "(training diverged)"
         )
-    metadata = {"spec": json.dumps(spec)} | {key: json.dumps(value) for key, value in info.items()}
+    metadata = {"spec": json.dumps(spec, sort_keys=True)} | {
+        key: json.dumps(value, sort_keys=True) for key, value in info.items()
+    }
     metadata[CHECKSUM] = json.dumps(tensor_digest(tensors))
+    metadata[METADATA_CHECKSUM] = json.dumps(metadata_digest(metadata))
     with atomic_output(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
+        temporary.write_bytes(canonical_safetensors(temporary.read_bytes()))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The safetensors file `data` with its JSON header written with sorted keys and no spaces
+    (padded with spaces to a multiple of 8 bytes, as the format asks), the tensor bytes
+    unchanged. safetensors writes its metadata in hash-map order, which differs between
+    processes; in this form equal tensors and metadata give equal files, so a file hash proves
+    that two checkpoints are the same."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + length :]
 
 
 def load_checkpoint(
@@ -179,13 +199,14 @@ def load_checkpoint(
     """The model (eval mode, on the CPU) and its metadata, JSON-decoded.
 
     Only safetensors are read (never a pickle). A missing, truncated or corrupted file (its
-    tensors do not match their recorded sha256), non-finite weights, or, with
+    tensors or its metadata do not match their recorded sha256), non-finite weights, or, with
     `expected_fingerprint`, a checkpoint trained under another config, fail with a ValueError
     that names the file and what to do."""
     redo = "delete it and rerun the train rule that writes it"
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = {key: json.loads(value) for key, value in handle.metadata().items()}
+            raw = handle.metadata() or {}
+        metadata = {key: json.loads(value) for key, value in raw.items()}
         tensors = load_file(str(path))
     except Exception as error:  # safetensors raises several types for damaged files
         raise ValueError(
@@ -197,6 +218,12 @@ def load_checkpoint(
         raise ValueError(
             f"checkpoint {path} has no {' or '.join(missing)} in its metadata: not written by "
             f"diffroar's save_checkpoint; {redo}"
+        )
+    if METADATA_CHECKSUM in metadata and metadata_digest(raw) != metadata[METADATA_CHECKSUM]:
+        raise ValueError(
+            f"checkpoint {path}: its metadata (spec, dataset, model, seeds, fingerprints) do not "
+            f"match the {METADATA_CHECKSUM} recorded when it was written (edited or damaged "
+            f"since); {redo}"
         )
     if tensor_digest(tensors) != metadata[CHECKSUM]:
         raise ValueError(

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .models import load_checkpoint
 from .runtime import device, log, package_version, write_parquet
@@ -28,9 +29,12 @@ def run_noretrain(
     *,
     model_cfg: dict[str, Any],
     config_fingerprint: str,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Write one row per masked store: the base model's test accuracy on it. The checkpoint must
-    have been trained under `config_fingerprint`."""
+    have been trained under `config_fingerprint`; with `expected` (input path -> the identity the
+    rule expects), inputs that record another identity are refused."""
+    expect_inputs(expected, [dataset_path, checkpoint_path, *masked_paths])
     model, checkpoint = load_checkpoint(checkpoint_path, config_fingerprint)
     on = device()
     model = model.to(on)

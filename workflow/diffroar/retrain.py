@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .models import build_model, model_spec, save_checkpoint
 from .runtime import device, log, package_version, write_json
@@ -37,11 +38,15 @@ def run_retrain(
     retrain_seeds: list[int],
     config_fingerprints: dict[str, list[str]],
     attribution_fingerprint: str,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Retrain a `model_cfg` model on each masked store of `masked_paths` (order -> path: the
     top-k and bottom-k copies of one mask pair) once per seed of `retrain_seeds`, one after
     another, writing each seed's (checkpoint, metrics JSON) paths of `outputs[order]` with its
-    fingerprint of `config_fingerprints[order]`."""
+    fingerprint of `config_fingerprints[order]`. With `expected` (input path -> identity), every
+    masked store is checked before any training (retrain_store)."""
+    for masked_path in masked_paths.values():
+        expect_inputs(expected, [masked_path])
     for order, masked_path in masked_paths.items():
         retrain_store(
             masked_path,
@@ -52,6 +57,7 @@ def run_retrain(
             retrain_seeds=retrain_seeds,
             config_fingerprints=config_fingerprints[order],
             attribution_fingerprint=attribution_fingerprint,
+            expected=expected,
         )
 
 
@@ -65,16 +71,19 @@ def retrain_store(
     retrain_seeds: list[int],
     config_fingerprints: list[str],
     attribution_fingerprint: str,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Retrain a `model_cfg` model on the masked store at `masked_path` once per seed of
     `retrain_seeds`, one after another, writing each seed's (checkpoint, metrics JSON) paths of
     `outputs`; the metrics describe the base model, `base_model_cfg`, and the retrained one.
     `attribution_fingerprint` identifies the attributions the masks came from (equal for runs
     whose masks are the same, e.g. of a control that ignores the model): the tables count such
-    runs once.
+    runs once. With `expected` (input path -> the identity the rule expects: dataset, model,
+    base seed, method, imputation, order, k, ...), a masked store that records another is refused.
 
     The store is read once. Every seed starts from the same state as in a job of its own (torch
     seeded, then a fresh model), so grouping seeds or orders in one job changes no number."""
+    expect_inputs(expected, [masked_path])
     on = device()
     attributes = read_attributes(masked_path)
     spec = model_spec(model_cfg, attributes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -131,8 +132,24 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise
 
 
+JSON_CHECKSUM = "sha256"  # key of a JSON file's checksum over the rest of its body
+
+
+class JsonFileError(ValueError):
+    """A JSON file given as input is missing, not JSON, or does not match its checksum."""
+
+
+def json_checksum(body: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of `body` without its checksum."""
+    canonical = {key: value for key, value in body.items() if key != JSON_CHECKSUM}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:
-    """`payload` as indented JSON at `path`, written atomically."""
+    """`payload` as indented JSON at `path`, written atomically, with the field `sha256`: the
+    checksum of the rest (`json_checksum`), which `read_json` checks."""
+    payload = {**payload, JSON_CHECKSUM: json_checksum(payload)}
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     with atomic_output(path) as temporary:
         temporary.write_text(text)
@@ -144,5 +161,28 @@ def write_parquet(frame, path: str | Path) -> None:
         frame.to_parquet(temporary, index=False)
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, checksum: bool = True) -> dict[str, Any]:
+    """The JSON object at `path` written by `write_json`, without its checksum field. A missing
+    or unreadable file, one that is not a JSON object, or (with `checksum`) one whose body does
+    not match its recorded checksum (edited or damaged) fails with a JsonFileError naming it."""
+    redo = "delete it and rerun the rule that writes it"
+    try:
+        body = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise JsonFileError(f"{path}: cannot read it ({error}); {redo}") from error
+    except (ValueError, UnicodeDecodeError) as error:
+        raise JsonFileError(f"{path}: not valid JSON ({error}); {redo}") from error
+    if not isinstance(body, dict):
+        raise JsonFileError(f"{path}: holds a {type(body).__name__}, not a JSON object; {redo}")
+    if checksum:
+        if JSON_CHECKSUM not in body:
+            raise JsonFileError(
+                f"{path}: has no {JSON_CHECKSUM} field (not written by diffroar's write_json, or "
+                f"damaged); {redo}"
+            )
+        if json_checksum(body) != body[JSON_CHECKSUM]:
+            raise JsonFileError(
+                f"{path}: its content does not match the {JSON_CHECKSUM} recorded when it was "
+                f"written (edited or damaged since); {redo}"
+            )
+    return {key: value for key, value in body.items() if key != JSON_CHECKSUM}

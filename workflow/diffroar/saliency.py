@@ -58,6 +58,7 @@ from captum.attr import (
 from scipy import ndimage
 from torch import nn
 
+from .checks import expect_inputs
 from .data import read_attributes
 from .models import load_checkpoint
 from .runtime import device, log, package_version
@@ -575,6 +576,7 @@ def run_saliency(
     method: str,
     settings: dict[str, Any],
     expected_fingerprint: str | None = None,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Attribute every image of every split with `method` and write the saliency store.
 
@@ -583,6 +585,7 @@ def run_saliency(
     from which, with the checkpoint's base seed, every image gets its own seed (`image_seeds`).
     With `expected_fingerprint`, a checkpoint trained under another config is refused.
     """
+    expect_inputs(expected, [dataset_path, checkpoint_path])  # identities the rule expects
     seed = int(settings.get("seed", 0))
     model, checkpoint = load_checkpoint(checkpoint_path, expected_fingerprint)
     on = device()

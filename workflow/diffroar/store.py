@@ -6,11 +6,20 @@ builds it under a temporary name and renames it into place when complete. Every 
 CRC32C checksum and every chunk is written (even one of fill values), so reading with
 `stored_array` and `read_block` detects a store that is truncated, garbled or incomplete and
 fails with a `StoreError` that names the store and the array.
+
+The metadata documents (every `zarr.json`: dtypes, shapes, codecs, attributes) are covered by a
+sha256 that `new_store` records in the root attribute `metadata_sha256` when the store is
+complete; `open_store` recomputes it, so an edited or damaged `zarr.json` is refused.
+`expect_identity` checks that what a store, checkpoint or JSON file records (dataset, model, seed,
+method, k, ...) is what the job reading it expects from its path and the config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,8 @@ SPLITS = ("train", "val", "test")
 # sample range touches few chunks.
 CHUNK_BYTES = 1 << 20
 REWRITE = "delete it and rerun the rule that writes it"
+# root attribute: sha256 over the store's metadata documents (see metadata_digest)
+METADATA_DIGEST = "metadata_sha256"
 
 
 class StoreError(ValueError):
@@ -52,7 +63,123 @@ def new_store(path: str | Path, attributes: dict[str, Any]) -> Iterator[zarr.Gro
     It is built at `<path>.tmp-<pid>` and renamed to `path` (replacing an existing store) when the
     block ends; if the block raises, the temporary store is removed and `path` is unchanged."""
     with atomic_output(path) as temporary:
-        yield create_store(temporary, attributes)
+        root = create_store(temporary, attributes)
+        yield root
+        root.attrs[METADATA_DIGEST] = metadata_digest(temporary)
+
+
+def _metadata_documents(path: Path) -> Iterator[tuple[str, Path]]:
+    """(relative name, file) of every zarr.json of the store at `path`: the root's, then those
+    of the groups and arrays below it (array folders are not walked into: they hold chunks)."""
+    pending = [Path(".")]
+    while pending:
+        relative = pending.pop()
+        document = path / relative / "zarr.json"
+        if not document.is_file():
+            continue
+        yield relative.as_posix(), document
+        try:
+            node_type = json.loads(document.read_text()).get("node_type")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            node_type = None  # metadata_digest names the file
+        if node_type == "array":
+            continue
+        with os.scandir(path / relative) as entries:
+            pending.extend(sorted(relative / entry.name for entry in entries if entry.is_dir()))
+
+
+def metadata_digest(path: str | Path) -> str:
+    """sha256 over the canonical JSON (sorted keys) of every zarr.json of the store at `path`,
+    with their relative names, the root's `metadata_sha256` attribute left out. Fails with a
+    StoreError naming the file when one is not JSON."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for relative, document in sorted(_metadata_documents(path)):
+        try:
+            content = json.loads(document.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise StoreError(f"{document}: not valid JSON ({error}); {REWRITE}") from error
+        if relative == "." and isinstance(content, dict):
+            attributes = dict(content.get("attributes") or {})
+            attributes.pop(METADATA_DIGEST, None)
+            content = {**content, "attributes": attributes}
+        digest.update(relative.encode() + b"\0")
+        digest.update(json.dumps(content, sort_keys=True, separators=(",", ":")).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def check_metadata(path: str | Path, root: zarr.Group, sealed: bool = False) -> None:
+    """Fail with a StoreError naming the store when its metadata do not match the digest recorded
+    when it was written (a `zarr.json` edited or damaged since), or, with `sealed`, when it has
+    no digest (not written completely by `new_store`)."""
+    recorded = root.attrs.get(METADATA_DIGEST)
+    if recorded is None:
+        if sealed:
+            raise StoreError(
+                f"{path}: the store has no {METADATA_DIGEST} attribute (not written completely "
+                f"by this version of diffroar, or its zarr.json was replaced); {REWRITE}"
+            )
+        return
+    found = metadata_digest(path)
+    if found != recorded:
+        raise StoreError(
+            f"{path}: its metadata (the zarr.json files: dtypes, shapes, codecs, attributes) do "
+            f"not match the {METADATA_DIGEST} recorded when it was written ({recorded[:12]}... "
+            f"recorded, {found[:12]}... now): edited or damaged since; {REWRITE}"
+        )
+
+
+def _lookup(attributes: Mapping[str, Any], key: str) -> Any:
+    """`attributes[key]`, following dots into nested mappings ("masking.keep_fraction")."""
+    value: Any = attributes
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise KeyError(key)
+        value = value[part]
+    return value
+
+
+def _same(found: Any, expected: Any) -> bool:
+    """Equal as numbers when both are numbers (0.1 == 0.1, 3 == 3.0), else as canonical JSON."""
+    numbers = (int, float)
+    if isinstance(found, numbers) and isinstance(expected, numbers):
+        return not isinstance(found, bool) and not isinstance(expected, bool) and found == expected
+    canonical = lambda value: json.dumps(value, sort_keys=True, default=str)  # noqa: E731
+    return canonical(found) == canonical(expected)
+
+
+class IdentityError(ValueError):
+    """An artifact records another identity than its path and the config promise."""
+
+
+def expect_identity(
+    path: str | Path, attributes: Mapping[str, Any], expected: Mapping[str, Any] | None
+) -> None:
+    """Check that `attributes` (a store's attributes, a checkpoint's metadata, a JSON body) hold
+    every value of `expected` (keys may name nested values: "masking.keep_fraction"); fail
+    otherwise with an IdentityError naming `path`, the key and both values. None checks
+    nothing."""
+    for key, value in (expected or {}).items():
+        try:
+            found = _lookup(attributes, key)
+        except KeyError:
+            raise IdentityError(
+                f"{path} records no {key}, but the job expects {key} = {value!r} (not written by "
+                f"this version of diffroar, or damaged); {REWRITE}"
+            ) from None
+        if not _same(found, value):
+            raise IdentityError(
+                f"{path} records {key} = {found!r}, but its path and the config expect "
+                f"{key} = {value!r}: it was copied, moved or written by another run; {REWRITE}"
+            )
+
+
+def open_expected(path: str | Path, expected: Mapping[str, Any] | None) -> zarr.Group:
+    """`open_store(path)`; with `expected` (the identity the reading job expects), the store must
+    also carry its metadata digest and record that identity (`expect_identity`)."""
+    root = open_store(path, sealed=expected is not None)
+    expect_identity(path, root.attrs.asdict(), expected)
+    return root
 
 
 def create_empty(
@@ -92,9 +219,12 @@ def sample_blocks(array: zarr.Array, rows: int | None = None) -> Iterator[slice]
         yield slice(start, min(start + step, array.shape[0]))
 
 
-def open_store(path: str | Path, required: tuple[str, ...] = ()) -> zarr.Group:
-    """Open a store read-only; a missing or unreadable one, or one without the attributes
-    `required`, fails with a StoreError naming it."""
+def open_store(
+    path: str | Path, required: tuple[str, ...] = (), sealed: bool = False
+) -> zarr.Group:
+    """Open a store read-only; a missing or unreadable one, one without the attributes
+    `required`, or one whose metadata do not match their recorded digest (or, with `sealed`,
+    carry none) fails with a StoreError naming it."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise StoreError(f"{path} is not a zarr store (no zarr.json): was it written completely?")
@@ -110,6 +240,7 @@ def open_store(path: str | Path, required: tuple[str, ...] = ()) -> zarr.Group:
             f"{path}: the store's attributes lack {', '.join(missing)} (not written by this "
             f"stage of diffroar, or damaged); {REWRITE}"
         )
+    check_metadata(path, root, sealed)
     return root
 
 

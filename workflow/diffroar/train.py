@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import expect_inputs
 from .data import read_attributes, read_images
 from .models import build_model, model_spec, save_checkpoint
 from .runtime import device, log, package_version, write_json
@@ -189,10 +190,13 @@ def run_train(
     training_cfg: dict[str, Any],
     seed: int,
     config_fingerprint: str,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Train base model `model_name` with `seed` and write its checkpoint and metrics JSON (with
     the training `attack`; the robust test accuracy is the `robust` stage's, measured under
-    `training.eval_attack`)."""
+    `training.eval_attack`). With `expected` (input path -> the identity the rule expects), a
+    dataset store that records another dataset or dataset config is refused."""
+    expect_inputs(expected, [dataset_path])
     started = time.perf_counter()
     on = device()
     model, spec, splits, _ = start_training(dataset_path, model_cfg, seed, on)

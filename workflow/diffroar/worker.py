@@ -73,6 +73,7 @@ STAGES = (
     "diffroar.robust",
     "diffroar.localization",
     "diffroar.figures",
+    "diffroar.verify",
 )
 SWITCH = "DIFFROAR_WORKER"
 IDLE = "DIFFROAR_WORKER_IDLE"

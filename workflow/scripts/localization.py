@@ -11,4 +11,5 @@ call(
     keep_fractions=snakemake.params.keep_fractions,
     tiebreak_seed=snakemake.params.tiebreak_seed,
     ranking=snakemake.params.ranking,
+    expected=snakemake.params.identity,
 )

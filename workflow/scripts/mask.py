@@ -11,4 +11,5 @@ call(
     keep_fraction=float(snakemake.wildcards.k),
     imputation=snakemake.wildcards.imputation,
     **snakemake.params.settings,
+    expected=snakemake.params.identity,
 )

@@ -8,4 +8,5 @@ call(
     list(snakemake.input),
     snakemake.output.runs,
     snakemake.output.diffroar,
+    expected=snakemake.params.identities,
 )

@@ -11,4 +11,5 @@ call(
     snakemake.output[0],
     model_cfg=snakemake.params.model,
     config_fingerprint=snakemake.params.fingerprint,
+    expected=snakemake.params.identity,
 )

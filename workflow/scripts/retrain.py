@@ -29,4 +29,5 @@ call(
     retrain_seeds=snakemake.params.seeds,
     config_fingerprints=snakemake.params.fingerprints,
     attribution_fingerprint=snakemake.params.attribution_fingerprint,
+    expected=snakemake.params.identity,
 )

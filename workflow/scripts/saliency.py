@@ -13,4 +13,5 @@ call(
     settings=snakemake.params.settings
     | {key: snakemake.config["saliency"][key] for key in ("batch_size", "internal_batch_size")},
     expected_fingerprint=snakemake.params.fingerprint,
+    expected=snakemake.params.identity,
 )

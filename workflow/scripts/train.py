@@ -14,4 +14,5 @@ call(
     training_cfg=snakemake.params.training,
     seed=int(snakemake.wildcards.seed),
     config_fingerprint=snakemake.params.fingerprint,
+    expected=snakemake.params.identity,
 )
