@@ -109,12 +109,14 @@ def plot_methods(table_path: str, out_path: str, dataset: str, imputations: list
             axis.set_title(f"{model}, {imputation}", fontsize="small")
     axes = list(grid.flat)
     axes[-1].legend(fontsize="x-small", ncol=2)
-    intervals = ", ".join(sorted(set(table.get("interval_over", pd.Series(dtype=str)))))
+    intervals = ", ".join(
+        sorted({over.replace("_", " ") for over in table.get("interval_over", [])})
+    )
     runs = int(table["n_runs"].min()) if len(table) else 0
     _finish(
         axes,
         f"DiffROAR = acc(top-k) − acc(bottom-k) on {dataset}; dashed: the same masks with no "
-        f"pixel values (mask only)\n(bands: 95% intervals over {intervals or 'seed pairs'}; "
+        f"pixel values (mask only)\n(bands: 95% intervals over {intervals or 'runs'}; "
         f"at least {runs} runs each)",
     )
     for axis in grid[:-1].flat:
@@ -321,7 +323,7 @@ def plot_ranking(runs_path: str, out_path: str, dataset: str, keep_fractions: li
         axis.set_yticks(range(len(methods)), methods, fontsize="small")
         axis.axvline(0, color="black", linewidth=0.8)
         axis.grid(alpha=0.3, axis="x")
-        over = ", ".join(sorted(rows["interval_over"].unique()))
+        over = ", ".join(sorted({over.replace("_", " ") for over in rows["interval_over"]}))
         axis.set_title(f"{imputation} (intervals over {over})", fontsize="small")
         axis.set_xlabel("DiffROAR area over k (normalised)")
     axes.flat[-1].legend(fontsize="x-small")
