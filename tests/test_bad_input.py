@@ -18,9 +18,7 @@ overrides. Snakemake spends most of its start-up waiting, so those cases run a f
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ from diffroar.resources import check_environment
 from snakemake.cli import parse_config
 from snakemake.common.configfile import load_configfile
 from snakemake.utils import update_config
-from workflow_helpers import copy_workflow, snakemake
+from workflow_helpers import JOB_LINES, copy_workflow, snakemake, tree_state
 
 pytestmark = pytest.mark.workflow
 
@@ -355,23 +353,6 @@ CASES = [
         mnist(root="data/nowhere"),
     ),
 ]
-
-# Lines Snakemake prints when it starts or finishes a job.
-JOB_LINES = re.compile(
-    r"^\s*(local)?(rule|checkpoint) \w+:|^\s*jobid: |Finished job|Execute \d+ jobs", re.M
-)
-
-
-def tree_state(root: Path) -> dict[str, tuple[str, int] | str]:
-    """Relative path -> (sha256, size) of every file under `root`, 'dir' for every folder."""
-    return {
-        str(path.relative_to(root)): (
-            (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
-            if path.is_file()
-            else "dir"
-        )
-        for path in sorted(root.rglob("*"))
-    }
 
 
 @pytest.fixture(scope="module")

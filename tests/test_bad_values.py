@@ -15,10 +15,8 @@ value proves that the copy is finished (Snakemake has nothing to do).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from small_runs import TABLES, clean_run, copy_run
 from snakemake.cli import parse_config
 from snakemake.common.configfile import load_configfile
 from snakemake.utils import update_config
-from workflow_helpers import snakemake
+from workflow_helpers import JOB_LINES, snakemake, tree_state
 
 pytestmark = pytest.mark.workflow
 
@@ -351,23 +349,6 @@ NAME_CASES = [
 ]
 
 CASES = NUMBER_CASES + NAME_CASES
-
-# Lines Snakemake prints when it starts or finishes a job.
-JOB_LINES = re.compile(
-    r"^\s*(local)?(rule|checkpoint) \w+:|^\s*jobid: |Finished job|Execute \d+ jobs", re.M
-)
-
-
-def tree_state(root: Path) -> dict[str, tuple[str, int] | str]:
-    """Relative path -> (sha256, size) of every file under `root`, 'dir' for every folder."""
-    return {
-        str(path.relative_to(root)): (
-            (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
-            if path.is_file()
-            else "dir"
-        )
-        for path in sorted(root.rglob("*"))
-    }
 
 
 def merged_config(case: Case, workdir: Path) -> dict:

@@ -85,6 +85,25 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+def tree_state(root: Path) -> dict[str, tuple[str, int] | str]:
+    """Relative path -> (sha256, size) of every file under `root`, 'dir' for every folder: what
+    a refused run must leave exactly as it was."""
+    return {
+        str(path.relative_to(root)): (
+            (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
+            if path.is_file()
+            else "dir"
+        )
+        for path in sorted(root.rglob("*"))
+    }
+
+
+# Lines Snakemake prints when it starts or finishes a job.
+JOB_LINES = re.compile(
+    r"^\s*(local)?(rule|checkpoint) \w+:|^\s*jobid: |Finished job|Execute \d+ jobs", re.M
+)
+
+
 def touch_module(workdir: Path, module: str) -> None:
     """Edit a package module of the copy (a comment), as a developer would."""
     path = workdir / "workflow" / "diffroar" / f"{module}.py"
