@@ -223,6 +223,9 @@ def test_changing_a_saliency_parameter_reruns_that_saliency_not_training(copy_of
 def test_changing_a_method_setting_reruns_only_the_methods_that_use_it(copy_of_finished):
     set_config(copy_of_finished, saliency={"steps": 8, "noise_std": 0.3})  # IG and SmoothGrad
     assert planned_jobs(copy_of_finished) == {}
+    # speed only: attributions do not depend on the batch sizes
+    set_config(copy_of_finished, saliency={"batch_size": 7, "internal_batch_size": 3})
+    assert planned_jobs(copy_of_finished) == {}
     set_config(copy_of_finished, saliency={"target": "loss"})  # every gradient method
     assert planned_jobs(copy_of_finished)["saliency"] == len(MODELS)  # gradient, not random
     set_config(copy_of_finished, saliency={"target": "predicted"})
