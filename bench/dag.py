@@ -24,8 +24,9 @@ import yaml
 
 from .common import Row, copy_workflow, planned_jobs, seconds, snakemake
 
-# (keep fractions, retrain seeds) per size: 2 * k * r retrain jobs + 2 * k mask jobs + 12 others
-SIZES = {100: (10, 4), 1000: (20, 24), 10000: (50, 99)}
+# (keep fractions, retrain seeds) per size: k * r retrain jobs and k mask jobs (each for both
+# orders) + 17 others
+SIZES = {100: (10, 8), 1000: (20, 49), 10000: (50, 199)}
 TARGET_SECONDS = 20.0
 
 

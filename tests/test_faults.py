@@ -619,7 +619,8 @@ def test_a_killed_training_job_reruns_to_bit_identical_results(tmp_path_factory)
 @pytest.mark.workflow
 def test_a_second_snakemake_on_the_same_directory_is_refused(tmp_path_factory, tmp_path):
     workdir = copy_run(clean_run(tmp_path_factory), tmp_path / "run")
-    set_config(workdir, training={"epochs": 100_000})  # the first run keeps training
+    # the most epochs allowed, one image per step: the first run keeps training for minutes
+    set_config(workdir, training={"epochs": 1000, "batch_size": 1})
     first = start_snakemake(workdir, "--cores", "1", str(CHECKPOINT))
     try:
         wait_for(

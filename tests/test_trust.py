@@ -290,9 +290,10 @@ def test_the_saliency_job_refuses_a_checkpoint_of_another_config(tmp_path_factor
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Error in rule saliency" in output
     assert "rule train" not in output  # the stale checkpoint was not retrained
-    message = f"checkpoint {CHECKPOINT} was trained under config fingerprint {trained_under}, "
+    # the identity the saliency rule expects of its checkpoint names the file and both values
+    message = f"{CHECKPOINT} records config_fingerprint = '{trained_under}', but its path and "
     assert message in output and message in (workdir / SALIENCY_LOG).read_text()
-    assert "Rerun its train rule" in output
+    assert "expect config_fingerprint = '" in output and "rerun the rule that writes it" in output
     assert not (workdir / SALIENCY).exists()
 
 
