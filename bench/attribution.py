@@ -29,12 +29,13 @@ EVERY_METHOD_TARGET = 1.0  # batched >= image by image
 
 MEASURED_SECONDS = 0.25  # each timed round lasts at least this long: a shared machine's stalls
 # of a few milliseconds would otherwise decide the ratio of the cheap methods (mlp, controls)
+QUICK_SECONDS = 0.02  # --quick checks that every case runs and measures, not the ratios
 
 
-def _loops(function: Callable[[], Any]) -> int:
-    """How many calls of `function` (timed once, after a warm-up call) last MEASURED_SECONDS."""
+def _loops(function: Callable[[], Any], measured_seconds: float) -> int:
+    """How many calls of `function` (timed once, after a warm-up call) last `measured_seconds`."""
     function()
-    return max(1, math.ceil(MEASURED_SECONDS / max(seconds(function), 1e-6)))
+    return max(1, math.ceil(measured_seconds / max(seconds(function), 1e-6)))
 
 
 def _repeated(function: Callable[[], Any], loops: int) -> Callable[[], None]:
@@ -68,8 +69,10 @@ def run(quick: bool) -> list[Row]:
                 for i in range(single_count):
                     method(model, x[i : i + 1], y[i : i + 1], settings, seeds=seeds[i : i + 1])
 
+            round_seconds = QUICK_SECONDS if quick else MEASURED_SECONDS
             loops = {
-                name: _loops(f) for name, f in (("batched", batched), ("per_image", one_by_one))
+                name: _loops(f, round_seconds)
+                for name, f in (("batched", batched), ("per_image", one_by_one))
             }
             times = alternate(
                 {
