@@ -441,6 +441,24 @@ def _combinations(wildcards, **fixed):
         yield SimpleNamespace(dataset=wildcards.dataset, **dict(zip(axes, values)))
 
 
+def gallery_identities(wildcards):
+    """The expected identity of every input of a gallery job: the dataset store and the saliency
+    stores of gallery_saliency (every model x method, first base seed)."""
+    from types import SimpleNamespace
+
+    expected = expected_inputs("data")(wildcards)
+    for model in models_of(wildcards):
+        for method in EXPERIMENT["methods"]:
+            run = SimpleNamespace(
+                dataset=wildcards.dataset,
+                model=model,
+                seed=str(EXPERIMENT["base_seeds"][0]),
+                method=method,
+            )
+            expected[SALIENCY.format(**vars(run))] = saliency_identity(run)
+    return expected
+
+
 def noretrain_identities(wildcards):
     """The expected identity of every input of a noretrain job."""
     expected = expected_inputs("data", "checkpoint")(wildcards)

@@ -78,6 +78,7 @@ rule figure_attributions:
         "../envs/diffroar.yaml"
     params:
         images=config["figures"]["gallery_images"],
+        identity=gallery_identities,
         code=code_fingerprint("figures"),
     script:
         "../workflow/scripts/figure_attributions.py"

@@ -15,6 +15,7 @@ rule robust:
         model=base_model,
         eval_attack=config["training"]["eval_attack"],
         fingerprint=train_fingerprint,
+        identity=expected_inputs("data", "checkpoint"),
         code=code_fingerprint("robust"),
     script:
         "../workflow/scripts/robust.py"

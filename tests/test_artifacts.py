@@ -25,12 +25,13 @@ import pytest
 import torch
 from diffroar.checks import ArtifactError, check_table, read_table
 from diffroar.compare import run_comparisons
-from diffroar.figures import plot_methods, plot_noretrain
+from diffroar.figures import plot_attributions, plot_methods, plot_noretrain
 from diffroar.mask import run_mask
 from diffroar.metrics import collect_runs, concatenate
 from diffroar.models import build_model, load_checkpoint, save_checkpoint
 from diffroar.noretrain import run_noretrain
 from diffroar.retrain import run_retrain
+from diffroar.robust import run_robust
 from diffroar.runtime import JSON_CHECKSUM, json_checksum, read_json, write_json
 from diffroar.saliency import run_saliency
 from diffroar.store import METADATA_DIGEST, IdentityError, StoreError, open_store
@@ -215,6 +216,43 @@ def test_a_checkpoint_of_another_seed_is_refused_by_saliency(run):
             settings={},
             expected=expected,
         ),  # fmt: skip
+        IdentityError,
+        str(CHECKPOINT),
+        "seed = 0",
+        "seed = 1",
+    )
+
+
+@pytest.mark.workflow
+def test_a_saliency_store_of_another_method_is_refused_by_the_gallery(run):
+    expected = {str(DATA): None, str(SALIENCY): identity(SALIENCY, method="random")}
+    refused(
+        lambda: plot_attributions(
+            str(DATA), [str(SALIENCY)], "results/figures/gallery.png", 2, expected=expected
+        ),
+        IdentityError,
+        str(SALIENCY),
+        "'gradient'",
+        "'random'",
+    )
+
+
+@pytest.mark.workflow
+def test_a_checkpoint_of_another_seed_is_refused_by_the_robust_accuracy(run):
+    expected = {
+        str(DATA): None,
+        str(CHECKPOINT): {"dataset": "blockdigits", "model": "tiny_standard", "seed": 1},
+    }
+    pgd = {"training": {"mode": "pgd", "norm": "l2", "eps": 0.5, "steps": 2}}
+    refused(
+        lambda: run_robust(
+            str(DATA),
+            str(CHECKPOINT),
+            "results/robust.json",
+            model_cfg=MODEL_CFG | pgd,
+            eval_attack={},
+            expected=expected,
+        ),
         IdentityError,
         str(CHECKPOINT),
         "seed = 0",

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .checks import read_table  # noqa: E402
+from .checks import expect_inputs, read_table  # noqa: E402
 from .imputation import MASK_ONLY  # noqa: E402
 from .metrics import noretrain_diffroar  # noqa: E402
 from .runtime import atomic_output, log  # noqa: E402
@@ -185,10 +185,16 @@ def plot_noretrain(
 
 
 def plot_attributions(
-    dataset_path: str, saliency_paths: list[str], out_path: str, n_images: int
+    dataset_path: str,
+    saliency_paths: list[str],
+    out_path: str,
+    n_images: int,
+    expected: dict[str, dict] | None = None,
 ) -> None:
     """A row per test image x model: the image, then the |attribution| map (summed over channels)
-    of every method; images chosen round-robin over classes."""
+    of every method; images chosen round-robin over classes. With `expected` (input path -> the
+    identity the rule expects), a store that records another is refused."""
+    expect_inputs(expected, [dataset_path, *saliency_paths])
     dataset = open_store(dataset_path)
     labels = dataset["test"]["labels"][...]
     classes = dataset.attrs["classes"]

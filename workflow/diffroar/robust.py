@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import expect_inputs
 from .models import load_checkpoint
 from .runtime import device, log, package_version, write_json
 from .train import EVAL_BATCH, accuracy, load_tensors, pgd, training_mode
@@ -114,12 +115,15 @@ def run_robust(
     model_cfg: dict[str, Any],
     eval_attack: dict[str, Any],
     expected_fingerprint: str | None = None,
+    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Measure the clean and robust test accuracy of the PGD-trained base model at
     `checkpoint_path` and write them to the JSON `out_path` with the attack (`robust_attack`, a
     dict as eval_attack_settings returns it, and `robust_attack_label`, the same in words). The
     attack's random starts come from the model's seed. With `expected_fingerprint`, a checkpoint
-    trained under another config is refused."""
+    trained under another config is refused; with `expected` (input path -> identity), inputs
+    that record another identity are refused."""
+    expect_inputs(expected, [dataset_path, checkpoint_path])
     started = time.perf_counter()
     attack = eval_attack_settings(model_cfg, eval_attack)
     model, checkpoint = load_checkpoint(checkpoint_path, expected_fingerprint)

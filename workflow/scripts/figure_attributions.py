@@ -9,4 +9,5 @@ call(
     list(snakemake.input.saliency),
     snakemake.output[0],
     snakemake.params.images,
+    expected=snakemake.params.identity,
 )

@@ -11,4 +11,5 @@ call(
     model_cfg=snakemake.params.model,
     eval_attack=snakemake.params.eval_attack,
     expected_fingerprint=snakemake.params.fingerprint,
+    expected=snakemake.params.identity,
 )
