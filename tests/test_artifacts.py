@@ -129,6 +129,12 @@ def _mask(expected: dict, saliency: Path = SALIENCY, out: Path = TOP):
     )
 
 
+def _saliency(expected: dict):
+    return lambda: run_saliency(
+        str(DATA), str(CHECKPOINT), str(SALIENCY), method="gradient", settings={}, expected=expected
+    )
+
+
 def _mask_expected(**saliency_changes) -> dict:
     dataset = open_store(DATA).attrs.asdict()
     return {
@@ -208,14 +214,7 @@ def test_a_checkpoint_of_another_seed_is_refused_by_saliency(run):
         str(CHECKPOINT): {"dataset": "blockdigits", "model": "tiny_standard", "seed": 1},
     }
     refused(
-        lambda: run_saliency(
-            str(DATA),
-            str(CHECKPOINT),
-            str(SALIENCY),
-            method="gradient",
-            settings={},
-            expected=expected,
-        ),  # fmt: skip
+        _saliency(expected),
         IdentityError,
         str(CHECKPOINT),
         "seed = 0",
@@ -322,14 +321,7 @@ def test_edited_checkpoint_metadata_are_refused(run):
     refused(lambda: load_checkpoint(CHECKPOINT), ValueError, str(CHECKPOINT), "metadata_sha256")
     expected = {str(DATA): None, str(CHECKPOINT): {"model": "tiny_standard"}}
     refused(
-        lambda: run_saliency(
-            str(DATA),
-            str(CHECKPOINT),
-            str(SALIENCY),
-            method="gradient",
-            settings={},
-            expected=expected,
-        ),  # fmt: skip
+        _saliency(expected),
         ValueError,
         str(CHECKPOINT),
         "metadata_sha256",
