@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
-from workflow_helpers import REPO
+from background import run_of
 
 pytestmark = pytest.mark.workflow
 
@@ -25,17 +23,12 @@ BENCHMARKS = {
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    output = tmp_path_factory.mktemp("bench") / "summary.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--output", str(output)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(output.read_text()), result.stdout
+def quick():
+    """The summary and printed table of `python -m bench --quick`, run in the background while
+    the rest of the suite runs (tests/background.py)."""
+    run = run_of("tests/test_bench.py")
+    printed = run.wait()
+    return json.loads((run.folder / "summary.json").read_text()), printed
 
 
 def test_every_benchmark_reports_finite_measurements(quick):

@@ -1,0 +1,115 @@
+"""The two longest runs of the suite, started in the background as soon as pytest has collected
+a test that needs them, so that they use the cores the rest of the suite leaves idle (Snakemake
+planning on one core, Slurm polling, start-up) instead of running alone at the end.
+
+- `default`: the embedded default experiment (`snakemake --cores 2` on config.yaml alone) in a
+  copy of the workflow, for tests/test_default_pipeline.py;
+- `bench`: `python -m bench --quick`, for tests/test_bench.py.
+
+Each runs at a lower priority (nice 10), so the tests in the foreground keep their speed; the
+tests that read a run come last in the session (tests/conftest.py) and wait for it. A test that
+reads a run that failed fails with its output; runs still going when the session ends are killed
+with their process group.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workflow_helpers import REPO, SNAKEMAKE, copy_workflow
+
+NICENESS = 10
+TIMEOUT = 3600  # seconds a test waits for a run
+
+
+@dataclass
+class BackgroundRun:
+    """A command running in its own process group; output to `log`."""
+
+    name: str
+    folder: Path  # the run's private folder, removed at the end of the session
+    workdir: Path
+    command: list[str]
+    log: Path = field(init=False)
+    process: subprocess.Popen = field(init=False)
+    started: float = field(init=False)
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        self.log = self.folder / f"{self.name}.log"
+        self.started = time.perf_counter()
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=lambda: os.nice(NICENESS),
+            )
+
+    def wait(self) -> str:
+        """Block until the run ends; its output. Raises AssertionError when it failed."""
+        returncode = self.process.wait(timeout=TIMEOUT)
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.started
+        output = self.log.read_text()
+        if returncode != 0:
+            raise AssertionError(
+                f"background run {self.name} ({' '.join(self.command)}) failed ({returncode}):\n"
+                f"{output[-20000:]}"
+            )
+        return output
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _default(folder: Path) -> BackgroundRun:
+    workdir = copy_workflow(folder / "workflow")
+    return BackgroundRun("default", folder, workdir, [*SNAKEMAKE, "--cores", "2"])
+
+
+def _bench(folder: Path) -> BackgroundRun:
+    command = [sys.executable, "-m", "bench", "--quick", "--output", str(folder / "summary.json")]
+    return BackgroundRun("bench", folder, REPO, command)
+
+
+# test module (path relative to the repository) -> the run it reads
+STARTERS = {
+    "tests/test_default_pipeline.py": _default,
+    "tests/test_bench.py": _bench,
+}
+_runs: dict[str, BackgroundRun] = {}
+
+
+def start(module: str) -> None:
+    """Start the run of test module `module` (once per session)."""
+    if module not in _runs:
+        folder = Path(tempfile.mkdtemp(prefix=f"diffroar-{Path(module).stem}-"))
+        _runs[module] = STARTERS[module](folder)
+
+
+def run_of(module: str) -> BackgroundRun:
+    """The run of `module`, started now if collection did not start it (a test run by node id
+    from another directory, say)."""
+    start(module)
+    return _runs[module]
+
+
+def stop_all() -> None:
+    for run in _runs.values():
+        run.stop()
+    _runs.clear()
