@@ -14,7 +14,7 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import attribution, cpu, dag, pipeline, storage, training
+from . import attribution, cpu, dag, pipeline, storage, suite, training
 from .common import Row
 
 BENCHMARKS = {
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "pipeline": pipeline,
     "dag": dag,
     "cpu": cpu,
+    "suite": suite,
 }
 
 
@@ -66,16 +67,31 @@ def main() -> None:
         help=f"run only these benchmarks: {', '.join(BENCHMARKS)}",
     )
     parser.add_argument("--output", type=Path, default=Path("results/bench/summary.json"))
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: run only the training benchmark, on the GPU (the GPU path: splits on the "
+        "device, bf16 autocast, channels-last), against the textbook loop on the same GPU",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # Captum's notes on every call
     import torch
+
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA device on this machine")
+        args.only = ["training"]
 
     rows: list[Row] = []
     seconds = {}
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
         started = time.perf_counter()
-        rows += BENCHMARKS[name].run(args.quick)
+        if args.device == "cuda":
+            rows += training.run(args.quick, torch.device("cuda"))
+        else:
+            rows += BENCHMARKS[name].run(args.quick)
         seconds[name] = round(time.perf_counter() - started, 1)
         print(f"bench: {name} took {seconds[name]} s", flush=True)
     summary = {
@@ -88,6 +104,8 @@ def main() -> None:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "cuda": torch.cuda.is_available(),
+            "device": args.device,
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         },
         "seconds": seconds,
         "rows": [row.as_dict() for row in rows],

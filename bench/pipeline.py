@@ -1,8 +1,8 @@
 """4. Pipeline overhead: how much of a run's wall time its jobs spend on their own work.
 
-The default experiment (config.yaml) runs from an empty results tree in a copy of the workflow
-with `snakemake --cores <this machine's CPUs>`, once with one retrain job per seed and once with
-`retraining.group_seeds` (every seed of a masked dataset in one job), one after the other. Every
+The default experiment (config.yaml, as configured) runs from an empty results tree in a copy of
+the workflow with `snakemake --cores <this machine's CPUs>`; its wall time is the second target
+here (at most 10 minutes). Every
 job logs at exit its start-up (interpreter, Snakemake's script preamble, imports or the hand-over
 to the warm worker of diffroar.worker: from the script process's creation until
 diffroar.runtime.setup_job) and its work (from there to exit) and its threads. The worker's own
@@ -29,9 +29,10 @@ import yaml
 from .common import Row, copy_workflow, planned_jobs, snakemake
 
 TARGET = 0.30
+TARGET_WALL = 600.0  # seconds: the default run's hard limit
 JOB_TIMES = re.compile(r"job times: ([\d.]+) s start-up, ([\d.]+) s work, (\d+) threads")
-# quick: one dataset, one model, one method, one k, two retrain seeds, one epoch, and only the
-# tables (no figures) as targets
+# quick: one dataset, one model, one method, one k, one epoch, and only the tables (no figures)
+# as targets
 QUICK = {
     "experiment": {
         "datasets": ["blockdigits"],
@@ -40,7 +41,7 @@ QUICK = {
         "imputations": ["mean"],
         "keep_fractions": [0.2],
         "base_seeds": [0],
-        "retrain_seeds": [0, 1],
+        "retrain_seeds": [0],
     },
     "training": {"epochs": 1},
     "retraining": {"epochs": 1},
@@ -64,16 +65,11 @@ def job_times(results: Path) -> list[tuple[str, float, float, int]]:
     return found
 
 
-def measure(quick: bool, group_seeds: bool) -> dict[str, float]:
+def measure(quick: bool) -> dict[str, float]:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as folder:
         workdir = copy_workflow(Path(folder))
-        config = QUICK if quick else {}
-        config = {
-            **config,
-            "retraining": {**config.get("retraining", {}), "group_seeds": group_seeds},
-        }
-        (workdir / "bench.yaml").write_text(yaml.safe_dump(config))
+        (workdir / "bench.yaml").write_text(yaml.safe_dump(QUICK if quick else {}))
         targets = QUICK_TARGETS if quick else []
         started = time.perf_counter()
         # targets before --configfile, which takes every name after it
@@ -99,36 +95,31 @@ def measure(quick: bool, group_seeds: bool) -> dict[str, float]:
 
 
 def run(quick: bool) -> list[Row]:
-    rows = []
-    plain = measure(quick, group_seeds=False)
-    grouped = measure(quick, group_seeds=True)
+    figures = measure(quick)
     name = "tiny cut of config.yaml (tables only)" if quick else "config.yaml"
-    for label, figures in (("one job per retrain seed", plain), ("group_seeds", grouped)):
-        overhead = 1 - figures["work"]
-        rows.append(
-            Row(
-                "pipeline overhead",
-                f"{name}, {label}: overhead share of wall",
-                overhead,
-                "share",
-                target=f"< {TARGET:.0%}",
-                met=overhead < TARGET,
-                note=f"{figures['jobs']} jobs, {figures['wall']:.0f} s wall on "
-                f"{figures['cores']} cores; of cores x wall: work {figures['work']:.0%}, "
-                f"job start-up {figures['startup']:.0%}, Snakemake and idle cores "
-                f"{1 - figures['work'] - figures['startup']:.0%}; median retrain job "
-                f"{figures['retrain_startup']:.1f} s start-up, {figures['retrain_work']:.1f} s "
-                "work",
-            )
-        )
-    rows.append(
+    overhead = 1 - figures["work"]
+    return [
         Row(
             "pipeline overhead",
-            f"{name}: wall, group_seeds against one job per seed",
-            grouped["wall"],
+            f"{name}: overhead share of wall",
+            overhead,
+            "share",
+            target=f"< {TARGET:.0%}",
+            met=overhead < TARGET,
+            note=f"{figures['jobs']} jobs, {figures['wall']:.0f} s wall on "
+            f"{figures['cores']} cores; of cores x wall: work {figures['work']:.0%}, "
+            f"job start-up {figures['startup']:.0%}, Snakemake and idle cores "
+            f"{1 - figures['work'] - figures['startup']:.0%}; median retrain job "
+            f"{figures['retrain_startup']:.1f} s start-up, {figures['retrain_work']:.1f} s work",
+        ),
+        Row(
+            "pipeline overhead",
+            f"{name}: wall time from an empty tree",
+            figures["wall"],
             "s",
-            baseline=plain["wall"],
-            ratio=grouped["wall"] / plain["wall"],
-        )
-    )
-    return rows
+            # the limit is the full default run's; the quick cut only shows the row works
+            target=None if quick else f"<= {TARGET_WALL:g} s",
+            met=None if quick else figures["wall"] <= TARGET_WALL,
+            note=f"{figures['jobs']} jobs on {figures['cores']} cores",
+        ),
+    ]

@@ -1,6 +1,7 @@
 """The two longest runs of the suite, started in the background as soon as pytest has collected
-a test that needs them, so that they use the cores the rest of the suite leaves idle (Snakemake
-planning on one core, Slurm polling, start-up) instead of running alone at the end.
+a selected test whose fixtures read them, so that they use the cores the rest of the suite leaves
+idle (Snakemake planning on one core, Slurm polling, start-up) instead of running alone at the
+end.
 
 - `default`: the embedded default experiment (`snakemake --cores 2` on config.yaml alone) in a
   copy of the workflow, for tests/test_default_pipeline.py;
@@ -87,26 +88,25 @@ def _bench(folder: Path) -> BackgroundRun:
     return BackgroundRun("bench", folder, REPO, command)
 
 
-# test module (path relative to the repository) -> the run it reads
+# fixture that reads a run -> how to start the run
 STARTERS = {
-    "tests/test_default_pipeline.py": _default,
-    "tests/test_bench.py": _bench,
+    "default_run": _default,
+    "quick_bench": _bench,
 }
 _runs: dict[str, BackgroundRun] = {}
 
 
-def start(module: str) -> None:
-    """Start the run of test module `module` (once per session)."""
-    if module not in _runs:
-        folder = Path(tempfile.mkdtemp(prefix=f"diffroar-{Path(module).stem}-"))
-        _runs[module] = STARTERS[module](folder)
+def start(fixture: str) -> None:
+    """Start the run that `fixture` reads (once per session)."""
+    if fixture not in _runs:
+        folder = Path(tempfile.mkdtemp(prefix=f"diffroar-{fixture}-"))
+        _runs[fixture] = STARTERS[fixture](folder)
 
 
-def run_of(module: str) -> BackgroundRun:
-    """The run of `module`, started now if collection did not start it (a test run by node id
-    from another directory, say)."""
-    start(module)
-    return _runs[module]
+def run_of(fixture: str) -> BackgroundRun:
+    """The run that `fixture` reads, started now if collection did not start it."""
+    start(fixture)
+    return _runs[fixture]
 
 
 def stop_all() -> None:

@@ -7,19 +7,19 @@ import pytest
 from background import STARTERS, start, stop_all
 
 
-def _module(item: pytest.Item) -> str:
-    return item.nodeid.split("::", 1)[0]
+def _reads(item: pytest.Item) -> set[str]:
+    """The background runs (fixture names of STARTERS) that `item` reads."""
+    return set(getattr(item, "fixturenames", ())) & set(STARTERS)
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection
 def pytest_collection_modifyitems(session, config, items):
     if config.option.collectonly:
         return
-    needed = sorted({_module(item) for item in items} & set(STARTERS))
-    for module in needed:
-        start(module)
-    # stable sort: the order within each part is kept
-    items.sort(key=lambda item: _module(item) in STARTERS)
+    for fixture in sorted(set().union(*(_reads(item) for item in items))):
+        start(fixture)
+    # stable sort: the tests that wait for a run go last, each part in its order
+    items.sort(key=lambda item: bool(_reads(item)))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def default_run():
     """The results of `snakemake --cores 2` on the default config from an empty tree, run in the
     background while the rest of the suite runs (tests/background.py)."""
-    run = run_of("tests/test_default_pipeline.py")
+    run = run_of("default_run")
     run.wait()
     print(f"default pipeline: {run.seconds:.0f} s on 2 cores, beside the rest of the suite")
     return run.workdir / "results"
