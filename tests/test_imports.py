@@ -15,7 +15,7 @@ from workflow_helpers import REPO
 
 HEAVY = ("torchvision", "captum", "matplotlib")
 # what the worker's server imports once so that no script has to
-SERVER_ONLY = ("torch", "numpy", "zarr", "pandas", "matplotlib", "captum", "psutil", "scipy")
+SERVER_ONLY = ("torch", "numpy", "zarr", "pandas", "matplotlib", "captum", "scipy")
 
 
 def _loaded(module: str) -> str:

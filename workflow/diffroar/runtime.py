@@ -63,9 +63,9 @@ def _log_job_times(threads: int, started: float | None = None) -> None:
     interpreter, Snakemake's script preamble and the imports, or the hand-over to the worker)
     from `started` (default: this process's creation): bench/ reads this line."""
     if started is None:
-        import psutil
+        from .worker import process_start_time  # the standard library only
 
-        started = psutil.Process().create_time()
+        started = process_start_time()
     ready = time.time()
 
     def report() -> None:
