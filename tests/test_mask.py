@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from diffroar.mask import keep_count, keep_mask, rank, run_mask, tiebreak_rng
+from diffroar.data import read_images
+from diffroar.imputation import impute
+from diffroar.mask import keep_count, keep_mask, keep_masks, noise_rng, rank, run_mask, tiebreak_rng
 from diffroar.store import SPLITS, create_store, open_store, read_split, write_array
 
 
@@ -282,11 +284,12 @@ def test_run_mask_with_noisy_linear_imputation(tmp_path):
     masking = open_store(out_path).attrs["masking"]
     assert masking["imputation"] == "noisy_linear" and masking["noise"] == 0.01
     assert masking["ranking"] == "pixel" and masking["kept_units"] == 3 and masking["units"] == 6
-    source, masked = read_split(dataset_path, "test"), read_split(out_path, "test")
+    source = read_split(dataset_path, "test")
     images = source["images"].astype(np.float32) / np.float32(PIXEL_MAX)
-    changed = masked["images"] != images
+    masked, _ = read_images(out_path, "test")  # filled on read
+    changed = masked != images
     assert changed.reshape(SIZES["test"], -1).sum(axis=1).max() <= 3  # only removed pixels
-    filled = masked["images"][changed]
+    filled = masked[changed]
     assert not np.allclose(filled, PIXEL_MEAN)  # neighbours, not a constant
     assert np.abs(filled - 0.5).max() < 0.6  # weighted means of [0, 1] values plus small noise
 
@@ -307,3 +310,65 @@ def test_one_job_for_both_orders_writes_what_a_job_per_order_writes(tmp_path, im
                 np.testing.assert_array_equal(read_split(both[order], split)[name], values)
     top, bottom = (read_split(both[order], "train")["images"] for order in ("top", "bottom"))
     assert not np.array_equal(top, bottom)
+
+
+@pytest.mark.parametrize("ranking", ["coordinate", "pixel"])
+def test_a_noisy_linear_store_holds_no_noise_and_reads_as_the_imputed_images(tmp_path, ranking):
+    """The store keeps the kept coordinates, zeros and the keep mask; read_images recomputes the
+    fill bit for bit as an imputation at write time (same blocks, same noise streams)."""
+    dataset_path, saliency_path = _write_stores(tmp_path)
+    paths = {order: str(tmp_path / f"{order}.zarr") for order in ("top", "bottom")}
+    run_mask(
+        str(dataset_path),
+        str(saliency_path),
+        paths,
+        keep_fraction=0.5,
+        imputation="noisy_linear",
+        ranking=ranking,
+        tiebreak_seed=4,
+        noise=0.05,
+    )
+    dataset = open_store(dataset_path).attrs
+    for split in SPLITS:
+        pixels = read_split(dataset_path, split)["images"].astype(np.float32) / PIXEL_MAX
+        attributions = read_split(saliency_path, split)["attributions"]
+        keeps = keep_masks(attributions, 0.5, ["top", "bottom"], tiebreak_rng(4, split, 0), ranking)
+        for order, path in paths.items():
+            stored = read_split(path, split)
+            np.testing.assert_array_equal(stored["keep"], keeps[order])
+            np.testing.assert_array_equal(stored["images"], np.where(keeps[order], pixels, 0))
+            expected = impute(
+                pixels,
+                keeps[order],
+                "noisy_linear",
+                pixel_mean=dataset["pixel_mean"],
+                channel_mean=dataset["channel_mean"],
+                noise=0.05,
+                rng=noise_rng(4, split, 0),
+            )
+            images, labels = read_images(path, split)
+            np.testing.assert_array_equal(images, expected)  # bit-identical
+            assert not np.array_equal(images, stored["images"])  # the fill is there on read
+            np.testing.assert_array_equal(labels, read_split(dataset_path, split)["labels"])
+
+
+def test_a_noisy_linear_store_with_a_damaged_keep_mask_is_refused(tmp_path):
+    import zarr
+    from diffroar.store import StoreError
+
+    dataset_path, saliency_path = _write_stores(tmp_path)
+    path = tmp_path / "top.zarr"
+    run_mask(
+        str(dataset_path),
+        str(saliency_path),
+        {"top": str(path)},
+        keep_fraction=0.5,
+        imputation="noisy_linear",
+        ranking="coordinate",
+        tiebreak_seed=0,
+        noise=0.05,
+    )
+    keep = zarr.open_array(str(path / "test" / "keep"), mode="r+")
+    keep.resize((keep.shape[0] - 1, *keep.shape[1:]))
+    with pytest.raises(StoreError, match="do not match the metadata_sha256"):
+        read_images(path, "test")

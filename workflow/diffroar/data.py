@@ -452,7 +452,39 @@ def read_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: {split} labels outside 0..{classes - 1}; delete it and rerun the rule that "
             "writes it"
         )
-    return images.astype(np.float32) / np.float32(root.attrs["pixel_max"]), labels
+    images = images.astype(np.float32) / np.float32(root.attrs["pixel_max"])
+    fill = root.attrs.get("masking", {}).get("fill_on_read")
+    if fill is not None:
+        images = _filled(root, path, split, images, int(fill[split]["block_rows"]))
+    return images, labels
+
+
+def _filled(root, path: str | Path, split: str, images: np.ndarray, rows: int) -> np.ndarray:
+    """The images of a masked store filled on read (diffroar.mask): each block of `rows` images
+    imputed as the mask job would have, with its noise stream."""
+    from .imputation import impute
+    from .mask import noise_rng
+
+    keep = read_block(stored_array(root, split, "keep", path), path)
+    if keep.shape != images.shape or keep.dtype != np.bool_ or rows < 1:
+        raise StoreError(
+            f"{path}: {split} keep mask {keep.shape} {keep.dtype} does not fit its images "
+            f"{images.shape} (block rows {rows}); delete it and rerun the rule that writes it"
+        )
+    masking = root.attrs["masking"]
+    filled = np.empty_like(images)
+    for start in range(0, len(images), rows):
+        block = slice(start, start + rows)
+        filled[block] = impute(
+            images[block],
+            keep[block],
+            masking["imputation"],
+            pixel_mean=float(root.attrs["pixel_mean"]),
+            channel_mean=list(root.attrs["channel_mean"]),
+            noise=float(masking["noise"]),
+            rng=noise_rng(int(masking["tiebreak_seed"]), split, start),
+        )
+    return filled
 
 
 class StoreAttributes(dict):

@@ -42,6 +42,9 @@ IMPUTATIONS = ("mean", "channel_mean", "noisy_linear", "mask_only")
 # The pseudo-imputation that keeps only the mask (module docstring): not a fill of the image, so the
 # retrain-free evaluation of the unchanged base model does not apply to it.
 MASK_ONLY = "mask_only"
+# imputations whose fill a masked store does not hold: diffroar.data.read_images recomputes it
+# (see diffroar.mask)
+FILLED_ON_READ = ("noisy_linear",)
 
 # Planes are solved in block-diagonal systems of about this many unknowns (module docstring).
 UNKNOWNS_PER_SOLVE = 8192
