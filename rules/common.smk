@@ -1,4 +1,6 @@
 # Paths, targets and per-rule params. Rules hold wiring only; the work is in workflow/diffroar.
+import functools
+
 from diffroar.config import (
     BLOCK_LOADERS,
     CONTROL_METHODS,
@@ -6,6 +8,7 @@ from diffroar.config import (
     experiment_models,
     format_k,
     method_settings,
+    model_file_hashes,
 )
 from diffroar.provenance import code_fingerprint, config_fingerprint
 from diffroar.resources import SCALED, base_resources, for_attempt
@@ -202,9 +205,23 @@ def localization_saliency(wildcards):
 
 
 def model_config(name):
-    """A model's config without what only its attributions use (`gradcam_layer`)."""
+    """A model's config without what only its attributions use (`gradcam_layer`), with the
+    sha256 of what it depends on outside the config (a user architecture's module source, an
+    imported checkpoint's file) instead of the checkpoint's path: editing either reruns the
+    model and what follows, moving the checkpoint file does not."""
     model = config["models"][name]
-    return {key: value for key, value in model.items() if key != "gradcam_layer"}
+    settings = {
+        key: value
+        for key, value in model.items()
+        if key not in ("gradcam_layer", "checkpoint")
+    }
+    return settings | file_hashes(name)
+
+
+@functools.cache
+def file_hashes(name):
+    """model_file_hashes of model `name`, once per run (every job's fingerprint asks for it)."""
+    return model_file_hashes(config["models"][name])
 
 
 def base_model(wildcards):
@@ -212,8 +229,22 @@ def base_model(wildcards):
 
 
 def retrain_model(wildcards):
-    """The config of the model that retrains: `retraining.model` or the base model."""
-    return model_config(config["retraining"].get("model", wildcards.model))
+    """The config of the model that retrains: `retraining.model` or the base model, without an
+    imported checkpoint's hash (retraining trains the architecture from scratch)."""
+    model = model_config(config["retraining"].get("model", wildcards.model))
+    return {key: value for key, value in model.items() if key != "checkpoint_sha256"}
+
+
+def imported_models(imported=True):
+    """A wildcard constraint matching the models imported from a `checkpoint` (or, with
+    imported=False, the models trained here): rules train and import_checkpoint write the same
+    checkpoint paths, each for its own models. `(?!)` matches nothing."""
+    names = [
+        name
+        for name, model in config["models"].items()
+        if ("checkpoint" in model) == imported
+    ]
+    return "|".join(sorted(names)) or "(?!)"
 
 
 def training_settings():
@@ -251,11 +282,13 @@ def masking_settings(wildcards):
 
 
 def train_fingerprint(wildcards):
-    """Fingerprint of everything in the config that a base model depends on."""
+    """Fingerprint of everything in the config that a base model depends on (an imported one:
+    not the `training` section, which trains nothing there)."""
+    model = base_model(wildcards)
     return config_fingerprint(
         dataset_config(wildcards),
-        base_model(wildcards),
-        training_settings(),
+        model,
+        "imported" if "checkpoint_sha256" in model else training_settings(),
         int(wildcards.seed),
     )
 
@@ -499,11 +532,16 @@ def verify_expectations():
         expected[DATA.format(dataset=dataset)] = ("data", dataset_identity(wildcards))
         for run in _combinations(wildcards):
             model_dir = MODEL_DIR.format(**vars(run))
+            writer = (
+                "import_checkpoint"
+                if "checkpoint" in config["models"][run.model]
+                else "train"
+            )
             expected[f"{model_dir}/model.safetensors"] = (
-                "train",
+                writer,
                 checkpoint_identity(run),
             )
-            expected[f"{model_dir}/metrics.json"] = ("train", checkpoint_identity(run))
+            expected[f"{model_dir}/metrics.json"] = (writer, checkpoint_identity(run))
             expected[SALIENCY.format(**vars(run))] = (
                 "saliency",
                 saliency_identity(run),

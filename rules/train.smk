@@ -8,6 +8,8 @@ rule train:
         f"results/logs/train/{{dataset}}/{{model}}/seed{{seed}}.log",
     benchmark:
         f"results/benchmarks/train/{{dataset}}/{{model}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        model=imported_models(False),
     conda:
         "../envs/diffroar.yaml"
     threads: rule_threads("train", 2)

@@ -62,14 +62,15 @@ def test_closure_of_localization_includes_mask_and_metrics():
 
 
 def test_closure_of_a_leaf_module_is_itself():
-    assert module_closure("architectures") == ["architectures"]
+    assert module_closure("plugins") == ["plugins"]
+    assert module_closure("architectures") == ["architectures", "plugins"]  # user builders
     assert module_closure("runtime") == ["runtime"]
     assert module_closure("store") == ["runtime", "store"]  # stores are written atomically
 
 
 def test_config_shares_only_its_light_tables_with_the_stages():
     # editing validation messages must not retrain models
-    assert module_closure("config") == ["architectures", "config", "datafiles"]
+    assert module_closure("config") == ["architectures", "config", "datafiles", "plugins"]
     assert "config" not in module_closure("train")
 
 
@@ -97,6 +98,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "imputation",  # metrics names the mask-only control
         "metrics",
         "models",
+        "plugins",  # models finds and imports user architectures
         "probe",
         "provenance",  # metrics fingerprints the runs it aggregates
         "runtime",

@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
-from .architectures import ARCHITECTURE_OPTIONS, feature_layers
+from .architectures import ARCHITECTURE_OPTIONS, feature_layers, is_user_architecture
 from .datafiles import (
     LOADER_SOURCES,
     SOURCES,
@@ -25,6 +25,14 @@ from .datafiles import (
     download,
     expected_files,
     files_problem,
+)
+from .plugins import (
+    PluginError,
+    check_plugin,
+    file_sha256,
+    is_plugin,
+    source_sha256,
+    weights_format,
 )
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -478,9 +486,9 @@ def _check_split_sizes(name: str, dataset: dict[str, Any]) -> None:
 def parameter_count(model: dict[str, Any], shape: tuple[int, int, int], classes: int) -> int:
     """Trainable parameters of a checked mlp or cnn `model` config on images of `shape` (C, H, W)
     with `classes` classes, as diffroar.models builds it (resnet18: its fixed 11 million or so,
-    not counted here: 0)."""
+    not counted here, and a user architecture, known only by building it: 0)."""
     architecture = model["architecture"]
-    if architecture == "resnet18":
+    if architecture not in ("mlp", "cnn"):  # resnet18, or a user architecture: unknown here
         return 0
     channels, height, width = shape
     count, features = 0, channels * height * width
@@ -607,7 +615,7 @@ def _check_architecture(name: str, model: dict[str, Any]) -> None:
     """Fill the architecture's option defaults and refuse options it does not use and unknown
     Grad-CAM layers."""
     options = ARCHITECTURE_OPTIONS[model["architecture"]]
-    for option in ("hidden_sizes", "channels"):
+    for option in ("hidden_sizes", "channels", "params"):
         if option in model and option not in options:
             allowed = ", ".join(options) or "none"
             raise ConfigError(
@@ -625,6 +633,106 @@ def _check_architecture(name: str, model: dict[str, Any]) -> None:
         )
     if layers:
         model.setdefault("gradcam_layer", layers[-1])
+
+
+USER_ARCHITECTURE_TEXT = (
+    "a user builder 'module:callable' (e.g. 'my_nets:build': a function "
+    "build(input_shape, num_classes, **params) -> torch.nn.Module in my_nets.py)"
+)
+
+
+def _check_architecture_name(name: str, model: dict[str, Any]) -> None:
+    """Refuse an architecture that is neither a built-in nor `module:callable`."""
+    architecture = model["architecture"]
+    if architecture in ARCHITECTURE_OPTIONS or is_plugin(architecture):
+        return
+    built_in = ", ".join(map(repr, ARCHITECTURE_OPTIONS))
+    raise ConfigError(
+        f"config error: models.{name}.architecture = {architecture!r}: must be one of "
+        f"{built_in}{_suggestion(architecture, ARCHITECTURE_OPTIONS)} or {USER_ARCHITECTURE_TEXT}"
+    )
+
+
+def _check_user_architecture(name: str, model: dict[str, Any]) -> None:
+    """Refuse the built-ins' options on a user architecture (its own go under `params`, default
+    {}) and a builder whose module is not found or visibly lacks the callable (found without
+    running it: diffroar.plugins.check_plugin)."""
+    architecture = model["architecture"]
+    for option in ("hidden_sizes", "channels"):
+        if option in model:
+            raise ConfigError(
+                f"config error: models.{name}.{option} = {model[option]!r}: not used by the user "
+                f"architecture {architecture!r}; give its builder's options under `params`"
+            )
+    model.setdefault("params", {})
+    try:
+        check_plugin(architecture)
+    except PluginError as error:
+        raise ConfigError(
+            f"config error: models.{name}.architecture = {architecture!r}: {error}"
+        ) from error
+
+
+def _check_checkpoint(name: str, model: dict[str, Any]) -> None:
+    """Refuse a `checkpoint` that is not a readable safetensors or torch.save file (relative
+    paths are from the working directory); its weights are checked by the import job."""
+    path = Path(model["checkpoint"])
+    key = f"models.{name}.checkpoint = {model['checkpoint']!r}"
+    where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+    if not path.exists():
+        raise ConfigError(f"config error: {key}: no such file{where}")
+    if not path.is_file():
+        raise ConfigError(f"config error: {key}: not a file{where}")
+    try:
+        kind = weights_format(path)
+    except OSError as error:
+        raise ConfigError(f"config error: {key}: cannot read it ({error})") from error
+    if kind is None:
+        raise ConfigError(
+            f"config error: {key}: neither a safetensors file nor a PyTorch state dict saved "
+            "with torch.save (.pt, .pth): its first bytes are neither format's"
+        )
+
+
+def _check_user_models(config: dict[str, Any]) -> None:
+    """Refuse gradcam on a user architecture without `gradcam_layer` (its layers are known only
+    by building it), and an imported model (`checkpoint`) with more than one base seed: its
+    weights are the same for every seed, so an interval over base seeds would be a fake one."""
+    experiment = config["experiment"]
+    for name in experiment_models(experiment):
+        model = config["models"][name]
+        architecture = model["architecture"]
+        if (
+            "gradcam" in experiment["methods"]
+            and is_user_architecture(architecture)
+            and "gradcam_layer" not in model
+        ):
+            raise ConfigError(
+                f"config error: models.{name}: missing key 'gradcam_layer': gradcam (in "
+                f"experiment.methods) needs it for the user architecture {architecture!r}, "
+                "whose layers are known only when it is built; name a layer of its network with "
+                "a spatial output (a name from network.named_modules(), e.g. 'conv2')"
+            )
+        seeds = experiment["base_seeds"]
+        if "checkpoint" in model and len(seeds) > 1:
+            raise ConfigError(
+                f"config error: experiment.base_seeds = {seeds!r}: model {name!r} is imported "
+                f"(models.{name}.checkpoint = {model['checkpoint']!r}), one set of weights for "
+                "every base seed, so a spread over base seeds would repeat one model; give one "
+                "base seed"
+            )
+
+
+def model_file_hashes(model: dict[str, Any]) -> dict[str, str]:
+    """What a checked model config depends on outside the config, for its fingerprint:
+    `source_sha256` of a user architecture's module and `checkpoint_sha256` of an imported
+    checkpoint's file ({} for a built-in trained here). Nothing is imported or run."""
+    hashes = {}
+    if is_user_architecture(model["architecture"]):
+        hashes["source_sha256"] = source_sha256(model["architecture"].split(":")[0])
+    if "checkpoint" in model:
+        hashes["checkpoint_sha256"] = file_sha256(model["checkpoint"])
+    return hashes
 
 
 def _check_names(config: dict[str, Any], section: str, names: list[str], key: str) -> None:
@@ -747,7 +855,14 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
             f"{_suggestion(retrain_model, config['models'])}"
         )
     for name, model in config["models"].items():
-        _check_architecture(name, model)
+        _check_architecture_name(name, model)
+        if is_user_architecture(model["architecture"]):
+            _check_user_architecture(name, model)
+        else:
+            _check_architecture(name, model)
+        if "checkpoint" in model:
+            _check_checkpoint(name, model)
+    _check_user_models(config)
     if "gradcam" in experiment["methods"]:
         for name in experiment_models(experiment):
             if not feature_layers(config["models"][name]):

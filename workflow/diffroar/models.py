@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import OrderedDict
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,10 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from .architectures import ARCHITECTURE_OPTIONS
+from .architectures import ARCHITECTURE_OPTIONS, is_user_architecture
 from .checks import METADATA_CHECKSUM
 from .checks import checkpoint_metadata_digest as metadata_digest
+from .plugins import PluginError, file_sha256, find_module_file, load_callable, source_sha256
 from .runtime import atomic_output
 
 
@@ -103,22 +106,95 @@ def resnet18(input_shape: list[int], num_classes: int) -> nn.Module:
     return network
 
 
-ARCHITECTURES = {
-    "mlp": lambda spec: mlp(spec["input_shape"], spec["num_classes"], spec["hidden_sizes"]),
-    "cnn": lambda spec: cnn(
-        spec["input_shape"], spec["num_classes"], spec["channels"], spec["hidden_sizes"]
-    ),
-    "resnet18": lambda spec: resnet18(spec["input_shape"], spec["num_classes"]),
-}
+# Every architecture is a builder `build(input_shape, num_classes, **options) -> nn.Module`
+# (input_shape [C, H, W]); the options of a built-in are its ARCHITECTURE_OPTIONS, a user builder's
+# (`module:callable`, found by `architecture_builder`) its `params`.
+ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18}
+
+
+def architecture_builder(architecture: str) -> Callable[..., nn.Module]:
+    """The builder of `architecture`: a built-in of ARCHITECTURES, or the user's `module:callable`
+    imported in this job (diffroar.plugins.load_callable), wrapped so that what it builds is
+    checked (`_checked_build`). Every failure of a user builder is a PluginError naming it and
+    its module's file."""
+    if architecture in ARCHITECTURES:
+        return ARCHITECTURES[architecture]
+    function, path = load_callable(architecture)
+    return partial(_checked_build, architecture, function, path)
+
+
+def _checked_build(
+    architecture: str,
+    function: Callable[..., Any],
+    path: Path,
+    input_shape: list[int],
+    num_classes: int,
+    **params: Any,
+) -> nn.Module:
+    """`function(input_shape, num_classes, **params)`, checked: it builds without raising, returns
+    an nn.Module, and that maps one zero image (1, *input_shape) to (1, num_classes) logits."""
+    call = (
+        f"{architecture}({list(input_shape)}, {num_classes}"
+        f"{''.join(f', {key}={value!r}' for key, value in params.items())})"
+    )
+    try:
+        network = function(list(input_shape), int(num_classes), **params)
+    except Exception as error:
+        raise PluginError(f"{call} ({path}) raised {type(error).__name__}: {error}") from error
+    if not isinstance(network, nn.Module):
+        raise PluginError(
+            f"{call} ({path}) returned a {type(network).__name__}, not a torch.nn.Module"
+        )
+    was_training = network.training
+    network.eval()  # one image: batch norm in training mode refuses a batch of one
+    try:
+        with torch.no_grad():
+            logits = network(torch.zeros(1, *input_shape))
+    except Exception as error:
+        raise PluginError(
+            f"the network of {call} ({path}) fails on one {'x'.join(map(str, input_shape))} "
+            f"image: {type(error).__name__}: {error}"
+        ) from error
+    finally:
+        network.train(was_training)
+    expected = (1, int(num_classes))
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise PluginError(
+            f"the network of {call} ({path}) gives {shape} for one image; it must give "
+            f"{expected}: one logit per class of the dataset ({num_classes})"
+        )
+    return network
+
+
+def architecture_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options a model's builder takes, from its spec (or model config)."""
+    if is_user_architecture(spec["architecture"]):
+        return dict(spec.get("params", {}))
+    return {option: spec[option] for option in ARCHITECTURE_OPTIONS[spec["architecture"]]}
 
 
 def model_spec(model_cfg: dict[str, Any], dataset_attributes: dict[str, Any]) -> dict[str, Any]:
     """Everything needed to rebuild a model: its architecture and options plus the dataset's
-    shape, classes and normalisation. Stored in every checkpoint."""
+    shape, classes and normalisation. Stored in every checkpoint. A user architecture's options
+    are its `params`, and `source_sha256` records its module's source (diffroar.plugins): a
+    model config that carries another hash (the module was edited after the workflow started)
+    is refused with a PluginError."""
     architecture = model_cfg["architecture"]
+    options = architecture_options(model_cfg)
+    if is_user_architecture(architecture):
+        module = architecture.split(":")[0]
+        found = source_sha256(module)
+        expected = model_cfg.get("source_sha256", found)
+        if found != expected:
+            raise PluginError(
+                f"architecture {architecture!r}: {find_module_file(module)} changed after the "
+                "workflow computed its fingerprint; run the workflow again"
+            )
+        options = {"params": options, "source_sha256": found}
     return {
         "architecture": architecture,
-        **{option: model_cfg[option] for option in ARCHITECTURE_OPTIONS[architecture]},
+        **options,
         "input_shape": list(dataset_attributes["shape"]),
         "num_classes": int(dataset_attributes["num_classes"]),
         "channel_mean": list(dataset_attributes["channel_mean"]),
@@ -126,10 +202,27 @@ def model_spec(model_cfg: dict[str, Any], dataset_attributes: dict[str, Any]) ->
     }
 
 
+def _check_source(spec: dict[str, Any]) -> None:
+    """Refuse to rebuild a user architecture whose module (as imported in this job) is not the
+    source `spec` records (PluginError): the weights would meet other code."""
+    module = spec["architecture"].split(":")[0]
+    path = Path(sys.modules[module].__file__)
+    if file_sha256(path) != spec["source_sha256"]:
+        raise PluginError(
+            f"architecture {spec['architecture']!r}: {path} is not the source the model was "
+            "built from (its sha256 differs from the source_sha256 recorded with the model): it "
+            "was edited since; rerun the rule that wrote the model"
+        )
+
+
 def build_model(spec: dict[str, Any]) -> nn.Sequential:
     """A freshly initialised model (uses torch's global RNG: seed it first): `normalize`, then
-    `network`, the architecture (Grad-CAM layers are named inside it)."""
-    network = ARCHITECTURES[spec["architecture"]](spec)
+    `network`, the architecture (Grad-CAM layers are named inside it). Inputs are images in
+    [0, 1] (N, C, H, W), float32; outputs logits (N, num_classes)."""
+    builder = architecture_builder(spec["architecture"])
+    if is_user_architecture(spec["architecture"]):
+        _check_source(spec)
+    network = builder(spec["input_shape"], spec["num_classes"], **architecture_options(spec))
     normalize = Normalize(spec["channel_mean"], spec["channel_std"])
     return nn.Sequential(OrderedDict(normalize=normalize, network=network))
 
@@ -241,7 +334,10 @@ def load_checkpoint(
             "experiment. Rerun its train rule (snakemake --forcerun train, or delete the "
             "checkpoint and run again)"
         )
-    model = build_model(metadata["spec"])
+    try:
+        model = build_model(metadata["spec"])
+    except PluginError as error:  # a user architecture that no longer imports or builds
+        raise PluginError(f"checkpoint {path}: {error}") from error
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:

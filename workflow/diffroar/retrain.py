@@ -18,6 +18,7 @@ import torch
 from .checks import expect_inputs
 from .data import read_attributes
 from .models import build_model, model_spec, save_checkpoint
+from .plugins import named
 from .runtime import device, log, package_version, write_json
 from .store import SPLITS
 from .train import load_tensors, train, training_mode
@@ -86,7 +87,9 @@ def retrain_store(
     expect_inputs(expected, [masked_path])
     on = device()
     attributes = read_attributes(masked_path)
-    spec = model_spec(model_cfg, attributes)
+    retraining = f"retraining {attributes['dataset']}/{attributes['masking']['model']}"
+    with named(retraining):
+        spec = model_spec(model_cfg, attributes)
     splits = {split: load_tensors(masked_path, split, on) for split in SPLITS}
     masking = attributes["masking"]
     for (checkpoint_path, metrics_path), retrain_seed, fingerprint in zip(
@@ -94,7 +97,8 @@ def retrain_store(
     ):
         started = time.perf_counter()
         torch.manual_seed(retrain_seed)
-        model = build_model(spec).to(on)
+        with named(retraining):
+            model = build_model(spec).to(on)
         log.info(
             "retraining %s on %s %s-%g masked by %s with %s imputation (retrain seed %d) on %s",
             model_cfg["architecture"],

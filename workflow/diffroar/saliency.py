@@ -588,6 +588,12 @@ def run_saliency(
     expect_inputs(expected, [dataset_path, checkpoint_path])  # identities the rule expects
     seed = int(settings.get("seed", 0))
     model, checkpoint = load_checkpoint(checkpoint_path, expected_fingerprint)
+    if method == "gradcam":  # a user architecture's layer is first known here
+        try:
+            _gradcam_layer(model, settings.get("layer"))
+        except ValueError as error:
+            what = f"model {checkpoint['model']!r} ({checkpoint_path})"
+            raise ValueError(f"{what}: {error}") from error
     on = device()
     model = model.to(on)
     dataset = read_attributes(dataset_path)

@@ -19,6 +19,7 @@ from torch import nn
 from .checks import expect_inputs
 from .data import read_attributes, read_images
 from .models import build_model, model_spec, save_checkpoint
+from .plugins import named
 from .runtime import device, log, package_version, write_json
 from .store import SPLITS
 
@@ -217,7 +218,8 @@ def run_train(
     expect_inputs(expected, [dataset_path])
     started = time.perf_counter()
     on = device()
-    model, spec, splits, _ = start_training(dataset_path, model_cfg, seed, on)
+    with named(f"model {model_name!r}"):
+        model, spec, splits, _ = start_training(dataset_path, model_cfg, seed, on)
     attack = attack_settings(model_cfg)
     log.info("training %s on %s (seed %d, %s) on %s", model_name, dataset, seed, attack, on)
     history = train(
@@ -230,6 +232,7 @@ def run_train(
         "model": model_name,
         "seed": seed,
         "config_fingerprint": config_fingerprint,
+        "source": "trained",
         "package_version": package_version(),
         "torch_version": torch.__version__,
     }

@@ -64,6 +64,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 STAGES = (
     "diffroar.data",
     "diffroar.train",
+    "diffroar.import_checkpoint",
     "diffroar.retrain",
     "diffroar.saliency",
     "diffroar.mask",
