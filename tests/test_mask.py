@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from diffroar.data import read_images
-from diffroar.imputation import impute
-from diffroar.mask import keep_count, keep_mask, keep_masks, noise_rng, rank, run_mask, tiebreak_rng
+from diffroar.imputation import impute, noise_rng
+from diffroar.mask import keep_count, keep_mask, keep_masks, rank, run_mask, tiebreak_rng
 from diffroar.store import SPLITS, create_store, open_store, read_split, write_array
 
 

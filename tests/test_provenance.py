@@ -40,6 +40,7 @@ def test_closure_of_retrain_follows_imports_transitively():
     assert set(closure) >= {"retrain", "train", "models", "data", "store", "runtime"}
     assert "saliency" not in closure
     assert "mask" not in closure
+    assert "imputation" in closure  # a noisy_linear store is filled on read (data.read_images)
     assert closure == sorted(closure)
 
 

@@ -172,7 +172,7 @@ def test_the_key_follows_the_code_the_copy_and_the_interpreter(tmp_path):
 def test_the_process_start_time_is_this_process_creation():
     """A fresh interpreter reports its own creation within the 10 ms of /proc's clocks (plus its
     start), not a second early as btime-based clocks can."""
-    probe = "import time; from diffroar.worker import process_start_time; "
+    probe = "import time; from diffroar.runtime import process_start_time; "
     probe += "print(process_start_time(), time.time())"
     before = time.time()
     output = subprocess.run(

@@ -462,8 +462,7 @@ def read_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def _filled(root, path: str | Path, split: str, images: np.ndarray, rows: int) -> np.ndarray:
     """The images of a masked store filled on read (diffroar.mask): each block of `rows` images
     imputed as the mask job would have, with its noise stream."""
-    from .imputation import impute
-    from .mask import noise_rng
+    from .imputation import impute, noise_rng
 
     keep = read_block(stored_array(root, split, "keep", path), path)
     if keep.shape != images.shape or keep.dtype != np.bool_ or rows < 1:

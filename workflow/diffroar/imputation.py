@@ -38,6 +38,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
+from .store import SPLITS
+
 IMPUTATIONS = ("mean", "channel_mean", "noisy_linear", "mask_only")
 # The pseudo-imputation that keeps only the mask (module docstring): not a fill of the image, so the
 # retrain-free evaluation of the unchanged base model does not apply to it.
@@ -60,6 +62,13 @@ NEIGHBOURS = (
     (1, 0, 1 / 6),
     (1, 1, 1 / 12),
 )
+
+
+def noise_rng(seed: int, split: str, start: int) -> np.random.Generator:
+    """The RNG of the imputation noise of the block of `split` starting at image `start`
+    (`seed`: the mask's tie-break seed), independent of the block's tie-breaking
+    (diffroar.mask.tiebreak_rng)."""
+    return np.random.default_rng([seed, SPLITS.index(split), start, 1])
 
 
 def impute(

@@ -25,7 +25,7 @@ import numpy as np
 
 from .checks import expect_inputs
 from .data import read_attributes
-from .imputation import FILLED_ON_READ, impute
+from .imputation import FILLED_ON_READ, impute, noise_rng
 from .runtime import log, package_version
 from .store import (
     SPLITS,
@@ -106,11 +106,6 @@ def tiebreak_rng(seed: int, split: str, start: int) -> np.random.Generator:
     """The tie-breaking RNG of the block of `split` starting at sample `start`: the same for
     both orders and every k, so top-k and bottom-k come from one ranking."""
     return np.random.default_rng([seed, SPLITS.index(split), start])
-
-
-def noise_rng(seed: int, split: str, start: int) -> np.random.Generator:
-    """The RNG of the imputation noise of the same block, independent of its tie-breaking."""
-    return np.random.default_rng([seed, SPLITS.index(split), start, 1])
 
 
 def run_mask(

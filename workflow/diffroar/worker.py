@@ -59,6 +59,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from diffroar.runtime import process_start_time
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 # what the server imports before serving; every stage a rule script calls
 STAGES = (
@@ -174,21 +176,6 @@ def resolve(function: str):
     return getattr(importlib.import_module(module), name)
 
 
-def process_start_time() -> float:
-    """When this process was created (seconds since the epoch): now less the process's age, the
-    seconds since boot (/proc/uptime) less its start in clock ticks since boot (/proc/self/stat).
-    Not btime + start as psutil computes it: /proc/stat's btime is whole seconds and drifts
-    from the wall clock, which made a process look up to a second older (0.8 s measured here);
-    now if /proc cannot tell."""
-    try:
-        stat = Path("/proc/self/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return time.time() - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return time.time()
-
-
 def through_worker(
     function: str, args: list, kwargs: dict, log_path: str, threads: int
 ) -> int | None:
@@ -204,7 +191,7 @@ def through_worker(
         "argv": sys.argv,
         "log": log_path,
         "threads": threads,
-        "started": process_start_time(),
+        "started": process_start_time(),  # diffroar.runtime: standard library only
     }
     payload = json.dumps(request).encode()
     for _attempt in range(2):  # a server that exits idle as we connect: start another once
