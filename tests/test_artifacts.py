@@ -610,3 +610,30 @@ def test_a_swapped_masked_store_fails_its_snakemake_job_and_publishes_nothing(
     assert str(TOP) in log and "masking.order = 'bottom'" in log and "'top'" in log
     for path, content in tables.items():
         assert (workdir / path).read_bytes() == content, path
+
+
+def test_the_empty_comparisons_of_a_one_method_run_pass_verify(tmp_path):
+    """One method: no pair to compare. The table is empty, with its columns, and verify takes it
+    as the comparisons of its dataset (it was reported damaged: no row of that dataset)."""
+    from diffroar.compare import COLUMNS, comparisons_table
+    from diffroar.verify import check_artifact
+
+    runs = pd.DataFrame(
+        [
+            {"dataset": "d", "model": "m", "architecture": "mlp", "training_mode": "standard",
+             "ranking": "coordinate", "retrain_architecture": "mlp", "imputation": "mean",
+             "method": "gradient", "keep_fraction": 0.1, "base_seed": seed, "retrain_seed": 0, "order": order,
+             "test_accuracy": 0.5 + 0.1 * (order == "top"), "attribution_fingerprint": "a"}
+            for seed in (0, 1) for order in ("top", "bottom")
+        ]
+    )  # fmt: skip
+    table = comparisons_table(runs, [0.1])
+    assert table.empty and list(table.columns) == COLUMNS
+    path = tmp_path / "tables" / "d" / "comparisons.parquet"
+    path.parent.mkdir(parents=True)
+    table.to_parquet(path)
+    check_artifact(path, {"dataset": "d"})  # no error
+    other = pd.concat([runs, runs.assign(method="random", test_accuracy=0.5)])
+    comparisons_table(other.assign(dataset="e"), [0.1]).to_parquet(path)
+    with pytest.raises(Exception, match="holds rows of dataset"):
+        check_artifact(path, {"dataset": "d"})

@@ -117,11 +117,13 @@ def _check_store(path: Path, identity: Mapping[str, Any], metadata_only: bool) -
 
 
 def _check_table_identity(path: Path, table, identity: Mapping[str, Any]) -> None:
+    """Every row of `table` has the values of `identity` (an empty table has no row of another
+    identity: the comparisons of a run with one method, say)."""
     for key, value in identity.items():
         if key not in table.columns:
             continue
         found = sorted(set(table[key].tolist()))
-        if found != [value]:
+        if found and found != [value]:
             raise IdentityError(
                 f"{path} holds rows of {key} {found}, but its path and the config expect only "
                 f"{value!r}: it was copied, moved or written by another run; delete it and rerun "
