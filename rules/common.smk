@@ -9,6 +9,8 @@ from diffroar.config import (
     format_k,
     method_settings,
     model_file_hashes,
+    user_method_kind,
+    user_method_settings,
 )
 from diffroar.provenance import code_fingerprint, config_fingerprint
 from diffroar.resources import SCALED, base_resources, for_attempt
@@ -266,10 +268,27 @@ def retraining_settings():
 
 
 def attribution_settings(wildcards):
-    """The settings one method's attributions of one model depend on."""
+    """The settings one method's attributions of one model depend on; for a user method (under
+    `methods`) also its entry and the hash of its module file or precomputed files."""
+    entry = config["methods"].get(wildcards.method)
+    if entry is not None:
+        return user_method_settings(
+            entry,
+            config["saliency"],
+            wildcards.dataset,
+            wildcards.model,
+            int(wildcards.seed),
+        )
     return method_settings(
         wildcards.method, config["saliency"], config["models"][wildcards.model]
     )
+
+
+def precomputed(method):
+    """Whether `method` is precomputed attributions (methods.<name>.attributions): they do not
+    depend on the base model beyond their path and content."""
+    entry = config["methods"].get(method)
+    return entry is not None and user_method_kind(entry) == "attributions"
 
 
 def masking_settings(wildcards):
@@ -296,8 +315,9 @@ def train_fingerprint(wildcards):
 def attribution_fingerprint(wildcards):
     """Fingerprint of what one saliency store's values depend on. Stores with equal fingerprints
     hold the same attributions, so their masks and retrained models are the same runs: the
-    controls ignore the model (`random` draws per base seed, `sobel` reads the image alone), and
-    the tables count such runs once."""
+    controls ignore the model (`random` draws per base seed, `sobel` reads the image alone), as
+    do precomputed attributions (their settings hold their files' hash), and the tables count
+    such runs once."""
     identity = [
         dataset_config(wildcards),
         wildcards.method,
@@ -305,7 +325,7 @@ def attribution_fingerprint(wildcards):
     ]
     if wildcards.method == "random":
         identity.append(int(wildcards.seed))
-    elif wildcards.method not in CONTROL_METHODS:
+    elif wildcards.method not in CONTROL_METHODS and not precomputed(wildcards.method):
         identity.append(train_fingerprint(wildcards))
     return config_fingerprint(*identity)
 

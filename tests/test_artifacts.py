@@ -622,7 +622,8 @@ def test_the_empty_comparisons_of_a_one_method_run_pass_verify(tmp_path):
         [
             {"dataset": "d", "model": "m", "architecture": "mlp", "training_mode": "standard",
              "ranking": "coordinate", "retrain_architecture": "mlp", "imputation": "mean",
-             "method": "gradient", "keep_fraction": 0.1, "base_seed": seed, "retrain_seed": 0, "order": order,
+             "method": "gradient", "keep_fraction": 0.1, "base_seed": seed, "retrain_seed": 0,
+             "order": order,
              "test_accuracy": 0.5 + 0.1 * (order == "top"), "attribution_fingerprint": "a"}
             for seed in (0, 1) for order in ("top", "bottom")
         ]

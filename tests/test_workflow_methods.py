@@ -1,15 +1,19 @@
-"""The other attribution methods, the channel_mean imputation, per-pixel ranking and the
-convolutional architectures through the whole pipeline, on
+"""The other attribution methods, a user function and a Captum class by name, the channel_mean
+imputation, per-pixel ranking and the convolutional architectures through the whole pipeline, on
 tests/data/tiny-methods.yaml (tiny.yaml covers the mlp, gradient, random and the other
-imputations)."""
+imputations); and what an edit of the user function's module reruns."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from workflow_helpers import copy_workflow, snakemake
+from diffroar.usercode import source_sha256
+from small_runs import copy_run
+from workflow_helpers import copy_workflow, job_counts, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -17,8 +21,9 @@ CONFIG = "tiny-methods.yaml"
 MODELS = {"tiny_cnn": "cnn", "tiny_resnet": "resnet18"}
 METHODS = [
     "gradient_x_input", "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad",
-    "guided_backprop", "gradcam", "deeplift", "sobel",
+    "guided_backprop", "gradcam", "deeplift", "sobel", "edge_grad", "shap",
 ]  # fmt: skip
+USER_FUNCTION = "examples.my_attributions:edge_gradient"  # edge_grad (shap: Captum's GradientShap)
 FIGURES = ["methods", "imputation", "noretrain", "attributions", "localization"]
 
 
@@ -83,3 +88,57 @@ def test_pixel_ranking_reaches_the_masks(finished):
 def test_every_figure_is_drawn(finished):
     for kind in FIGURES:
         assert (finished / "figures" / f"{kind}-blockdigits.png").stat().st_size > 10_000, kind
+
+
+def test_user_methods_record_their_entry_and_attribute_every_image(finished):
+    for model in MODELS:
+        edge = _saliency(finished, model, "edge_grad")
+        user = edge.attrs["settings"]["user_method"]
+        assert user["function"] == USER_FUNCTION and user["params"] == {"sigma": 1.0}
+        assert user["source_sha256"] == source_sha256(USER_FUNCTION, [str(finished.parent)])
+        shap = _saliency(finished, model, "shap").attrs["settings"]["user_method"]
+        assert shap == {"captum": "GradientShap", "init": {}, "params": {"n_samples": 2,
+                        "baselines": "zero"}}  # fmt: skip
+        for method in ("edge_grad", "shap"):
+            values = _saliency(finished, model, method)["test"]["attributions"][...]
+            assert values.shape[1:] == (1, 16, 8) and np.isfinite(values).all()
+            assert (np.abs(values).reshape(len(values), -1).sum(1) > 0).all()
+
+
+def _planned(output: str, rule: str) -> list[tuple[str, str]]:
+    """(reason, wildcards) of every job of `rule` in a dry run's output."""
+    blocks = re.findall(rf"^rule {rule}:\n(.*?)(?=^\[|^Job stats|\Z)", output, re.M | re.S)
+    return [
+        (re.search(r"reason: (.*)", block).group(1), re.search(r"wildcards: (.*)", block).group(1))
+        for block in blocks
+    ]
+
+
+def test_editing_a_user_module_reruns_its_method_and_what_follows_only(finished, tmp_path):
+    workdir = copy_run(finished.parent, tmp_path / "edited")
+    module = workdir / "examples" / "my_attributions.py"
+    module.write_text(module.read_text() + "\n# edited by a test\n")
+    result = snakemake(workdir, "--dry-run", config=CONFIG)
+    output = result.stdout + result.stderr
+    planned = job_counts(output)
+    assert planned["saliency"] == len(MODELS) and planned["mask"] == len(MODELS), planned
+    assert planned["retrain"] == len(MODELS) and planned["noretrain"] == len(MODELS), planned
+    assert "train" not in planned and "data" not in planned, planned
+    # the saliency jobs are edge_grad's, rerun because their params (the module's hash) changed
+    for reason, wildcards in _planned(output, "saliency"):
+        assert "method=edge_grad" in wildcards and "Params have changed" in reason, output
+        assert "source_sha256" in reason
+    for rule in ("mask", "retrain"):
+        assert all("method=edge_grad" in job[1] for job in _planned(output, rule)), output
+    # the retrained models' attribution fingerprint follows the module too: with the stages
+    # before it left as they are, edge_grad's retraining reruns for its params, shap's does not
+    targets = [
+        f"results/retrain/blockdigits/tiny_cnn/seed0/{method}/channel_mean/top-k0.2/retrain0/"
+        "metrics.json"
+        for method in ("edge_grad", "shap")
+    ]
+    # (a flag between --configfile and the targets; --allowed-rules last: both take lists)
+    result = snakemake(workdir, "--dry-run", *targets, "--allowed-rules", "retrain", config=CONFIG)
+    output = result.stdout + result.stderr
+    ((reason, wildcards),) = _planned(output, "retrain")
+    assert "method=edge_grad" in wildcards and "Params have changed" in reason, output

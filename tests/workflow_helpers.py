@@ -17,14 +17,14 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def copy_workflow(destination: Path) -> Path:
-    """The files the workflow runs from (Snakefile, rules, package, config) and the tiny test
-    configs of tests/data copied to `destination`, so a test can edit code without touching the
-    checkout."""
+    """The files the workflow runs from (Snakefile, rules, package, config, the example user
+    methods of examples/) and the tiny test configs of tests/data copied to `destination`, so a
+    test can edit code without touching the checkout."""
     destination.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("Snakefile", "config.yaml"):
         shutil.copy2(REPO / name, destination / name)
-    for name in ("rules", "workflow", "envs", "profiles"):
+    for name in ("rules", "workflow", "envs", "profiles", "examples"):
         shutil.copytree(REPO / name, destination / name, ignore=ignore)
     for config in TINY_CONFIG.parent.glob("*.yaml"):
         shutil.copy2(config, destination / config.name)

@@ -9,6 +9,7 @@ import copy
 import difflib
 import math
 import re
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from .plugins import (
     source_sha256,
     weights_format,
 )
+from .usercode import callable_problem, captum_names, content_sha256
+from .usercode import source_sha256 as callable_sha256
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Attribution methods (diffroar.saliency.METHODS has one function per name).
@@ -784,6 +787,191 @@ def method_settings(
     return settings
 
 
+# --- user methods: the `methods` section (diffroar.usercode finds and hashes their code) ------
+# What an entry under `methods` is: a function `module:callable`, a Captum class by name, or
+# precomputed attributions; exactly one of these keys.
+USER_METHOD_KINDS = ("function", "captum", "attributions")
+# Keyword arguments the saliency stage passes itself, so `params` may not set them.
+RESERVED_PARAMS = {
+    "function": ("model", "inputs", "targets", "seeds"),
+    "captum": ("inputs", "target", "additional_forward_args"),
+}
+# Captum classes that explain something other than the input (a layer, a neuron) or wrap another
+# method: they need constructor arguments a config cannot give.
+CAPTUM_REFUSED = re.compile(r"\A(Layer|Neuron|Internal|NoiseTunnel\Z)")
+# What a precomputed path may contain: one file per dataset, model or base seed.
+PRECOMPUTED_FIELDS = ("dataset", "model", "seed")
+PRECOMPUTED_SPLITS = ("train", "val", "test")  # diffroar.store.SPLITS (no zarr import here)
+
+
+def user_method_kind(entry: dict[str, Any]) -> str:
+    """Which of USER_METHOD_KINDS a checked `methods` entry is."""
+    return next(kind for kind in USER_METHOD_KINDS if kind in entry)
+
+
+def precomputed_path(entry: dict[str, Any], dataset: str, model: str, seed: int | str) -> str:
+    """The path of a precomputed entry for one base model: `attributions` with `{dataset}`,
+    `{model}` and `{seed}` filled in (a path without them serves every base model)."""
+    return entry["attributions"].format(dataset=dataset, model=model, seed=seed)
+
+
+def precomputed_layout(path: str | Path) -> tuple[str, list[str] | None]:
+    """('zarr', None) for a zarr store with an `attributions` array in each of the groups train,
+    val and test, ('npy', [train.npy, val.npy, test.npy]) for a directory of those files: the
+    kind and the files that make its content (None: every file under it). ValueError saying
+    what is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{str(path)!r} does not exist")
+    if (path / "zarr.json").is_file() or (path / ".zgroup").is_file():
+        missing = [s for s in PRECOMPUTED_SPLITS if not (path / s / "attributions").is_dir()]
+        if missing:
+            raise ValueError(
+                f"the zarr store {str(path)!r} has no {missing[0]}/attributions array (it "
+                f"needs one per split: {', '.join(PRECOMPUTED_SPLITS)})"
+            )
+        return "zarr", None
+    files = [f"{split}.npy" for split in PRECOMPUTED_SPLITS]
+    if path.is_dir() and any((path / name).is_file() for name in files):
+        missing = [name for name in files if not (path / name).is_file()]
+        if missing:
+            raise ValueError(f"{str(path)!r} has no {missing[0]} (it needs {', '.join(files)})")
+        return "npy", files
+    raise ValueError(
+        f"{str(path)!r} is neither a zarr store (groups {', '.join(PRECOMPUTED_SPLITS)} each "
+        f"holding an `attributions` array) nor a directory with {', '.join(files)}"
+    )
+
+
+def _check_user_method(name: str, entry: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse a `methods` entry that cannot run, before any job: its kind, its keys, and what
+    its code or files tell without running them (diffroar.usercode)."""
+    where = f"methods.{name}"
+    kinds = [kind for kind in USER_METHOD_KINDS if kind in entry]
+    if len(kinds) != 1:
+        given = f"it gives {', '.join(kinds)}" if kinds else "it gives none"
+        raise ConfigError(
+            f"config error: {where} = {entry!r}: give exactly one of function (module:callable), "
+            f"captum (a captum.attr class) or attributions (precomputed); {given}"
+        )
+    if name in METHODS:
+        raise ConfigError(
+            f"config error: {where}: {name!r} is a built-in method; give your method another "
+            "name (a user method may not replace a built-in)"
+        )
+    kind = kinds[0]
+    for key, allowed in (("init", ("captum",)), ("params", ("function", "captum"))):
+        if key in entry and kind not in allowed:
+            raise ConfigError(
+                f"config error: {where}.{key} = {entry[key]!r}: not used by a {kind} method "
+                f"(only {' and '.join(allowed)} methods take {key})"
+            )
+    for key in RESERVED_PARAMS.get(kind, ()):
+        if key in entry.get("params", {}):
+            raise ConfigError(
+                f"config error: {where}.params.{key} = {entry['params'][key]!r}: set by the "
+                f"saliency stage itself (it passes {', '.join(RESERVED_PARAMS[kind])})"
+            )
+    if kind == "function":
+        problem = callable_problem(entry["function"])
+        if problem:
+            raise ConfigError(
+                f"config error: {where}.function = {entry['function']!r}: {problem} (user "
+                "modules are found in the working directory of the run, then on PYTHONPATH)"
+            )
+    elif kind == "captum":
+        names = captum_names()
+        if names is not None and entry["captum"] not in names:
+            raise ConfigError(
+                f"config error: {where}.captum = {entry['captum']!r}: not a class of captum.attr"
+                f"{_suggestion(entry['captum'], names)}"
+            )
+        if CAPTUM_REFUSED.match(entry["captum"]):
+            raise ConfigError(
+                f"config error: {where}.captum = {entry['captum']!r}: explains a layer or a "
+                "neuron, or wraps another method; only classes that attribute the model's "
+                "inputs and take just the model (Saliency, GradientShap, Occlusion, "
+                "FeatureAblation, ...) can be named"
+            )
+    else:
+        _check_precomputed(name, entry, config)
+
+
+def _check_precomputed(name: str, entry: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse a precomputed path with other placeholders than PRECOMPUTED_FIELDS, or one that
+    is missing or lacks a split for a base model of the experiment."""
+    where = f"methods.{name}.attributions = {entry['attributions']!r}"
+    for _, field, spec, _ in string.Formatter().parse(entry["attributions"]):
+        if field is not None and (field not in PRECOMPUTED_FIELDS or spec):
+            placeholder = "{" + field + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(
+                f"config error: {where}: unknown placeholder {placeholder}; allowed: "
+                f"{', '.join('{' + f + '}' for f in PRECOMPUTED_FIELDS)}"
+            )
+    experiment = config["experiment"]
+    for dataset in experiment["datasets"]:
+        for model in experiment_models(experiment, dataset):
+            for seed in experiment["base_seeds"]:
+                path = precomputed_path(entry, dataset, model, seed)
+                try:
+                    precomputed_layout(path)
+                except ValueError as error:
+                    raise ConfigError(
+                        f"config error: {where}: {error} (the attributions of dataset "
+                        f"{dataset!r}, model {model!r}, base seed {seed})"
+                    ) from None
+
+
+def _check_user_methods(config: dict[str, Any]) -> None:
+    """Check every entry of `methods`, and that every name of experiment.methods is a built-in
+    method or one of them (and a user function is not asked to explain the loss)."""
+    for name, entry in config["methods"].items():
+        _check_user_method(name, entry, config)
+    user = config["methods"]
+    for index, name in enumerate(config["experiment"]["methods"]):
+        if name not in METHODS and name not in user:
+            defined = f"defined: {', '.join(user)}" if user else "none defined"
+            raise ConfigError(
+                f"config error: experiment.methods[{index}] = {name!r}: must be one of "
+                f"{', '.join(map(repr, METHODS))} (built-in) or a name under `methods` "
+                f"({defined}){_suggestion(name, [*METHODS, *user])}"
+            )
+    functions = [
+        name
+        for name in config["experiment"]["methods"]
+        if name in user and user_method_kind(user[name]) == "function"
+    ]
+    if functions and config["saliency"]["target"] == "loss":
+        raise ConfigError(
+            f"config error: saliency.target = 'loss': the user functions {', '.join(functions)} "
+            "(in experiment.methods) are given the classes to explain, not the loss; use "
+            "target 'logit' or 'predicted', or a built-in or captum method for the loss"
+        )
+
+
+def user_method_settings(
+    entry: dict[str, Any], saliency_cfg: dict[str, Any], dataset: str, model: str, seed: int
+) -> dict[str, Any]:
+    """What a user method's attributions of one base model depend on, as method_settings gives
+    a built-in's (they are the saliency rule's params): the target and seed a function or a
+    Captum class is given, and under `user_method` its entry, with the sha256 of the function's
+    module file (found without importing it), or the precomputed path of this base model and
+    the sha256 of its files. Editing the module or the files changes them, so the method's
+    saliency and what follows it rerun, nothing else."""
+    kind = user_method_kind(entry)
+    if kind == "attributions":
+        path = precomputed_path(entry, dataset, model, seed)
+        _, names = precomputed_layout(path)
+        return {"user_method": {"attributions": path, "sha256": content_sha256(path, names)}}
+    user = {kind: entry[kind], "params": entry.get("params", {})}
+    if kind == "function":
+        user["source_sha256"] = callable_sha256(entry["function"])
+    else:
+        user["init"] = entry.get("init", {})
+    settings = {key: saliency_cfg[key] for key in ("target", "seed")}
+    return settings | {"user_method": user}
+
+
 def format_k(keep_fraction: float) -> str:
     """The text of a keep-fraction in paths and tables: 0.05 -> '0.05', 1.0 -> '1'."""
     return f"{float(keep_fraction):g}"
@@ -863,6 +1051,7 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
         if "checkpoint" in model:
             _check_checkpoint(name, model)
     _check_user_models(config)
+    _check_user_methods(config)
     if "gradcam" in experiment["methods"]:
         for name in experiment_models(experiment):
             if not feature_layers(config["models"][name]):

@@ -35,17 +35,31 @@ images: `run_saliency` passes the methods `explained_classes(...)`, the true lab
 and `loss` and the predictions for `predicted`, so that with `predicted` no label enters the
 attributions. gradcam and guided_backprop refuse `loss`: they keep only positive evidence
 (ReLU), which for the loss is what raises it.
+
+User methods (the config's `methods` section) sit behind the same signature: `resolve_method`
+turns a config name into the built-in of METHODS or, from its entry, a user function
+`fn(model, inputs, targets, **params)` (plus `seeds=` when it has that parameter) or a Captum
+class by name, called per chunk of `batch_size` images; their output is checked (shape, real
+floating dtype, finite) and a failure names the method (UserMethodError). Precomputed
+attributions are not computed: `precomputed_attributions` checks them in full and the stage
+copies them into the saliency store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import zarr
+from captum import attr as captum_attr
 from captum.attr import (
     DeepLift,
     GuidedBackprop,
@@ -71,6 +85,7 @@ from .store import (
     sample_blocks,
     stored_array,
 )
+from .usercode import content_sha256, load_callable, source_sha256
 
 # Images attributed per block read from the dataset store: bounds memory for large datasets.
 BLOCK_IMAGES = 8192
@@ -532,6 +547,290 @@ METHODS: dict[str, Method] = {
 }
 
 
+# --- user methods: the `methods` section of the config, resolved in the job -------------------
+
+
+class UserMethodError(ValueError):
+    """A user method that cannot run or gave unusable attributions; the message names it."""
+
+
+def resolve_method(name: str, user: dict[str, Any] | None = None) -> Method:
+    """The method that the config name `name` stands for: the built-in METHODS[name], or, with
+    `user` (its entry as diffroar.config.user_method_settings passes it), a user function
+    (`function`) or a Captum class by name (`captum`), behind the same signature. Precomputed
+    attributions (`attributions`) are read, not computed: see `precomputed_attributions`."""
+    if user is None:
+        if name not in METHODS:
+            raise ValueError(f"no attribution method {name!r}; built-in: {', '.join(METHODS)}")
+        return METHODS[name]
+    if "function" in user:
+        function = _user_callable(name, user["function"], user.get("source_sha256"))
+        params = user.get("params", {})
+        return functools.partial(_user_function, name, user["function"], function, params)
+    if "captum" in user:
+        explainer = _captum_class(name, user["captum"])
+        return functools.partial(
+            _captum_method, name, explainer, user.get("init", {}), user.get("params", {})
+        )
+    raise ValueError(f"method {name!r}: {user!r} is not a function or captum method")
+
+
+def _user_callable(name: str, spec: str, expected_sha256: str | None) -> Callable[..., Any]:
+    """The callable of `spec` ('module:callable'), imported from the working directory and
+    PYTHONPATH; UserMethodError naming the method when it cannot be imported, is missing or is
+    not callable, or when its module is not the file the workflow fingerprinted."""
+    where = f"user method {name!r} (function {spec!r})"
+    try:
+        if expected_sha256 is not None and source_sha256(spec) != expected_sha256:
+            raise UserMethodError(
+                f"{where}: its module changed after the workflow hashed it; run again"
+            )
+        function = load_callable(spec)
+    except UserMethodError:
+        raise
+    except AttributeError as error:
+        raise UserMethodError(f"{where}: no such callable: {error}") from error
+    except Exception as error:  # noqa: BLE001 - an import can raise anything
+        raise UserMethodError(
+            f"{where}: cannot be imported: {type(error).__name__}: {error}"
+        ) from error
+    if not callable(function):
+        raise UserMethodError(f"{where}: is a {type(function).__name__}, not callable")
+    return function
+
+
+def _checked(name: str, values: Any, batch: torch.Tensor) -> np.ndarray:
+    """A user method's attributions of `batch` as float32 (N, C, H, W) on the CPU; a
+    UserMethodError naming the method unless they are a torch tensor or numpy array of real
+    floating dtype, of the batch's shape, and finite."""
+    where = f"user method {name!r}"
+    if isinstance(values, torch.Tensor):
+        if values.is_complex() or not values.is_floating_point():
+            raise UserMethodError(f"{where} returned dtype {values.dtype}: must be real floating")
+        values = values.detach().to("cpu", torch.float32).numpy()
+    elif isinstance(values, np.ndarray):
+        if values.dtype.kind != "f":
+            raise UserMethodError(f"{where} returned dtype {values.dtype}: must be real floating")
+        with np.errstate(over="ignore"):  # beyond float32: infinite, refused below
+            values = values.astype(np.float32)
+    else:
+        raise UserMethodError(
+            f"{where} returned a {type(values).__name__}: must be a torch tensor or numpy array"
+        )
+    if values.shape != tuple(batch.shape):
+        raise UserMethodError(
+            f"{where} returned shape {values.shape} for inputs of shape {tuple(batch.shape)}: "
+            "must be the inputs' shape (N, C, H, W)"
+        )
+    if not np.isfinite(values).all():
+        raise UserMethodError(f"{where} returned NaN or infinite attributions (as float32)")
+    return values
+
+
+def _takes_seeds(function: Callable[..., Any]) -> bool:
+    try:
+        return "seeds" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no signature (a builtin): nothing to pass seeds to
+        return False
+
+
+def _user_function(
+    name: str,
+    spec: str,
+    function: Callable[..., Any],
+    params: dict[str, Any],
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
+) -> torch.Tensor:
+    """function(model, inputs, targets, **params) per chunk of `settings.batch_size` images,
+    plus seeds=(the chunk's image seeds, uint64 (n,)) when the function has a `seeds`
+    parameter; the model is put back in eval mode after each call."""
+    _check_seeds(images, seeds)
+    takes_seeds = _takes_seeds(function)
+    gathered = np.zeros(images.shape, dtype=np.float32)  # by numpy: see _in_chunks
+    for start in range(0, len(images), settings.batch_size):
+        rows = slice(start, start + settings.batch_size)
+        batch = images[rows].detach()
+        keywords = dict(params) | ({"seeds": seeds[rows]} if takes_seeds else {})
+        try:
+            values = function(model, batch, labels[rows], **keywords)
+        except Exception as error:  # noqa: BLE001 - the user's code can raise anything
+            raise UserMethodError(
+                f"user method {name!r} ({spec}) raised {type(error).__name__}: {error}"
+            ) from error
+        finally:
+            model.eval()
+        gathered[rows] = _checked(name, values, batch)
+    return torch.from_numpy(gathered)
+
+
+def _captum_class(name: str, class_name: str) -> type:
+    """The class `class_name` of captum.attr; UserMethodError naming the method unless it is an
+    attribution method."""
+    found = getattr(captum_attr, class_name, None)
+    if not (isinstance(found, type) and issubclass(found, captum_attr.Attribution)):
+        raise UserMethodError(
+            f"user method {name!r}: captum {class_name!r} is not an attribution class of "
+            "captum.attr"
+        )
+    return found
+
+
+def _tuples(value: Any) -> Any:
+    """`value` with every list turned into a tuple, recursively: Captum wants tuples where a
+    config (YAML, JSON) has lists (Occlusion's sliding_window_shapes, strides)."""
+    if isinstance(value, list | tuple):
+        return tuple(_tuples(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    return value
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, on: torch.device) -> Iterator[None]:
+    """torch's and numpy's global generators seeded from `seed` inside the block (where Captum's
+    stochastic methods draw) and restored after it."""
+    state = np.random.get_state()
+    devices = [on.index or 0] if on.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        np.random.seed(int(seed) % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+def _captum_method(
+    name: str,
+    explainer_class: type,
+    init: dict[str, Any],
+    params: dict[str, Any],
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    *,
+    seeds: np.ndarray,
+) -> torch.Tensor:
+    """explainer_class(model explained per `settings.target`, **init).attribute(chunk,
+    target=..., **params) per chunk of `settings.batch_size` images; `baselines: zero | mean`
+    becomes the built-ins' baseline tensor. Captum's stochastic methods draw from the global
+    generators, which are seeded per chunk from the seed of its first image: reproducible, and
+    independent of the blocks, but not of `batch_size` (a function method with `seeds` is)."""
+    _check_seeds(images, seeds)
+    where = f"user method {name!r} (captum {explainer_class.__name__})"
+    try:
+        explainer = explainer_class(_explained(model, settings), **_tuples(init))
+    except Exception as error:  # noqa: BLE001
+        raise UserMethodError(
+            f"{where}: cannot be constructed with init {init!r}: {type(error).__name__}: {error}"
+        ) from error
+    params = _tuples(params)
+    baseline = params.pop("baselines") if params.get("baselines") in BASELINES else None
+    gathered = np.zeros(images.shape, dtype=np.float32)  # by numpy: see _in_chunks
+    for start in range(0, len(images), settings.batch_size):
+        rows = slice(start, start + settings.batch_size)
+        batch = images[rows].detach()
+        keywords = params | _targets(labels[rows], settings)
+        if baseline is not None:
+            keywords["baselines"] = _baselines(batch, replace(settings, baseline=baseline))
+        try:
+            with _seeded(seeds[start], batch.device):
+                values = explainer.attribute(batch, **keywords)
+        except Exception as error:  # noqa: BLE001
+            raise UserMethodError(f"{where} raised {type(error).__name__}: {error}") from error
+        gathered[rows] = _checked(name, values, batch)
+    return torch.from_numpy(gathered)
+
+
+def _open_precomputed(name: str, path: str, split: str) -> Any:
+    """The precomputed attributions of `split` at `path` (a zarr array or a read-only memory
+    map of the .npy file), unread; UserMethodError naming the method when missing."""
+    where = f"user method {name!r} (attributions {path!r})"
+    try:
+        if not _is_zarr(path):
+            return np.load(Path(path) / f"{split}.npy", mmap_mode="r", allow_pickle=False)
+        array = zarr.open_group(path, mode="r")[f"{split}/attributions"]
+    except Exception as error:  # noqa: BLE001 - OSError, KeyError, ValueError, garbled JSON
+        raise UserMethodError(
+            f"{where}: no readable {split} attributions: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(array, zarr.Array):
+        raise UserMethodError(f"{where}: {split}/attributions is a group, not an array")
+    if array.nchunks_initialized < array.nchunks:  # zarr would read missing chunks as zeros
+        raise UserMethodError(
+            f"{where}: {split}/attributions has {array.nchunks_initialized} of its "
+            f"{array.nchunks} chunks (the store is incomplete)"
+        )
+    return array
+
+
+def _is_zarr(path: str | Path) -> bool:
+    """Whether `path` is a zarr store (v3 or v2), not a directory of .npy files."""
+    return (Path(path) / "zarr.json").is_file() or (Path(path) / ".zgroup").is_file()
+
+
+def precomputed_attributions(
+    name: str, user: dict[str, Any], source: zarr.Group, dataset_path: str
+) -> dict[str, Any]:
+    """Split -> the precomputed attributions of user method `name` (`user`: path `attributions`
+    and, when given, the `sha256` of its files), each checked before any is used: the files are
+    those the workflow hashed, and each split holds one real floating, finite attribution per
+    image of the dataset store's split, of the images' shape (N, C, H, W), in store order.
+    UserMethodError naming the method, the file and the problem."""
+    path = user["attributions"]
+    where = f"user method {name!r} (attributions {path!r})"
+    if not Path(path).exists():
+        raise UserMethodError(f"{where}: does not exist")
+    if "sha256" in user:
+        names = None if _is_zarr(path) else [f"{split}.npy" for split in SPLITS]
+        try:
+            changed = content_sha256(path, names) != user["sha256"]
+        except OSError as error:
+            raise UserMethodError(f"{where}: cannot be read: {error}") from error
+        if changed:
+            raise UserMethodError(f"{where}: changed after the workflow hashed it; run again")
+    arrays = {}
+    for split in SPLITS:
+        values = _open_precomputed(name, path, split)
+        expected = stored_array(source, split, "images", dataset_path).shape
+        if values.ndim != 4 or tuple(values.shape[1:]) != tuple(expected[1:]):
+            raise UserMethodError(
+                f"{where}: {split} attributions have shape {tuple(values.shape)}: must be "
+                f"(N, C, H, W) = {tuple(expected)}, one per image of the dataset's {split} split"
+            )
+        if values.shape[0] != expected[0]:
+            raise UserMethodError(
+                f"{where}: {values.shape[0]} {split} attributions for the {expected[0]} {split} "
+                "images of the dataset: must be one per image, in the dataset store's order"
+            )
+        if np.dtype(values.dtype).kind != "f":
+            raise UserMethodError(
+                f"{where}: {split} attributions have dtype {values.dtype}: must be real floating"
+            )
+        for start in range(0, values.shape[0], BLOCK_IMAGES):
+            rows = slice(start, start + BLOCK_IMAGES)
+            try:
+                finite = np.isfinite(np.asarray(values[rows], dtype=np.float32)).all()
+            except Exception as error:  # noqa: BLE001 - a truncated .npy or chunk
+                raise UserMethodError(
+                    f"{where}: cannot read {split} attributions {start}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            if not finite:
+                raise UserMethodError(
+                    f"{where}: {split} attributions {rows.start}:{min(rows.stop, values.shape[0])}"
+                    " hold NaN or infinite values (as float32)"
+                )
+        arrays[split] = values
+    return arrays
+
+
 def _splitmix64(values: np.ndarray) -> np.ndarray:
     """SplitMix64's output function on uint64 `values` (arithmetic modulo 2**64)."""
     with np.errstate(over="ignore"):
@@ -582,8 +881,11 @@ def run_saliency(
 
     `settings` holds `Settings` fields (not `channel_mean`, which comes from the dataset; the
     batch sizes may be "auto" or absent, see `batch_sizes`) and the saliency `seed` (default 0)
-    from which, with the checkpoint's base seed, every image gets its own seed (`image_seeds`).
-    With `expected_fingerprint`, a checkpoint trained under another config is refused.
+    from which, with the checkpoint's base seed, every image gets its own seed (`image_seeds`),
+    and, for a user method, `user_method` (diffroar.config.user_method_settings): `method` is
+    then resolved by `resolve_method`, or its precomputed attributions are checked in full
+    (`precomputed_attributions`) and copied. With `expected_fingerprint`, a checkpoint trained
+    under another config is refused.
     """
     expect_inputs(expected, [dataset_path, checkpoint_path])  # identities the rule expects
     seed = int(settings.get("seed", 0))
@@ -597,17 +899,24 @@ def run_saliency(
     on = device()
     model = model.to(on)
     dataset = read_attributes(dataset_path)
-    fields = {key: value for key, value in settings.items() if key != "seed"}
+    fields = {key: value for key, value in settings.items() if key not in ("seed", "user_method")}
     resolved = Settings(
         **(fields | batch_sizes(settings, on)), channel_mean=tuple(dataset["channel_mean"])
     )
+    user = settings.get("user_method")
+    source = open_store(dataset_path)
+    precomputed = None
+    if user is not None and "attributions" in user:  # checked in full before any is used
+        precomputed = precomputed_attributions(method, user, source, dataset_path)
+    else:
+        explain = resolve_method(method, user)
     attributes = {
         "dataset": checkpoint["dataset"],
         "model": checkpoint["model"],
         "base_seed": checkpoint["seed"],
         "method": method,
         "seed": seed,
-        "target": resolved.target,
+        "target": None if precomputed is not None else resolved.target,
         "settings": dict(settings),
         "input_space": "pixels scaled to [0, 1], before the model's normalisation",
         "values": "signed attributions; rankings use their absolute value per coordinate or, "
@@ -615,7 +924,6 @@ def run_saliency(
         "checkpoint_fingerprint": checkpoint["config_fingerprint"],
         "package_version": package_version(),
     }
-    source = open_store(dataset_path)
     pixel_max = np.float32(dataset["pixel_max"])
     with new_store(out_path, attributes) as root:
         for split in SPLITS:
@@ -625,12 +933,15 @@ def run_saliency(
             )
             labels = read_block(stored_array(source, split, "labels", dataset_path), dataset_path)
             for block in sample_blocks(stored, BLOCK_IMAGES):
+                if precomputed is not None:
+                    attributions[block] = np.asarray(precomputed[split][block], dtype=np.float32)
+                    continue
                 pixels = read_block(stored, dataset_path, block).astype(np.float32) / pixel_max
                 images = torch.from_numpy(pixels).to(on)
                 true_labels = torch.from_numpy(labels[block]).to(on)
                 target = explained_classes(model, images, true_labels, resolved)
                 seeds = image_seeds(seed, checkpoint["seed"], split, range(block.start, block.stop))
-                values = METHODS[method](model, images, target, resolved, seeds=seeds).numpy()
+                values = explain(model, images, target, resolved, seeds=seeds).numpy()
                 if not np.isfinite(values).all():
                     raise FloatingPointError(
                         f"{method} attributions of {split} images {block.start}:{block.stop} "
@@ -644,7 +955,7 @@ def run_saliency(
                 checkpoint["model"],
                 checkpoint["seed"],
                 method,
-                resolved.target,
+                "none, precomputed" if precomputed is not None else resolved.target,
                 len(labels),
                 split,
                 on,
