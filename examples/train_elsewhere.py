@@ -6,7 +6,7 @@ Run from the repository root (it rewrites the file; the committed one came from 
 
     python examples/train_elsewhere.py
 
-The data are the example's `blockdigits` splits (diffroar builds them; nothing else here uses
+The data are the `blockdigits` splits of config.yaml, which the example uses (diffroar builds them; nothing else here uses
 diffroar). The network is the layout of diffroar's `mlp` with `hidden_sizes: [64]`
 (Flatten, Linear, ReLU, Linear: keys 1.* and 3.*), and it sees images standardised with the
 training split's channel mean and std, which is what diffroar puts in front of a network whose
@@ -30,7 +30,8 @@ OUT = HERE / "blockdigits-mlp.pt"
 
 
 def main() -> None:
-    config = yaml.safe_load((HERE / "own-method.yaml").read_text())
+    # the example does not change config.yaml's blockdigits
+    config = yaml.safe_load((HERE.parent / "config.yaml").read_text())
     dataset = validate_config(config)["datasets"]["blockdigits"]
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder) / "blockdigits.zarr"
@@ -39,9 +40,13 @@ def main() -> None:
         (train_x, train_y), (test_x, test_y) = (
             map(torch.from_numpy, read_images(store, split)) for split in ("train", "test")
         )
-    mean, std = (torch.tensor(attributes[key]).view(1, -1, 1, 1) for key in ("channel_mean", "channel_std"))
+    mean, std = (
+        torch.tensor(attributes[key]).view(1, -1, 1, 1) for key in ("channel_mean", "channel_std")
+    )
     torch.manual_seed(0)
-    network = nn.Sequential(nn.Flatten(), nn.Linear(train_x[0].numel(), 64), nn.ReLU(), nn.Linear(64, 2))
+    network = nn.Sequential(
+        nn.Flatten(), nn.Linear(train_x[0].numel(), 64), nn.ReLU(), nn.Linear(64, 2)
+    )
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     for _ in range(30):
         for index in torch.randperm(len(train_x)).split(32):
