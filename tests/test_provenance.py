@@ -69,8 +69,10 @@ def test_closure_of_a_leaf_module_is_itself():
 
 def test_config_shares_only_its_light_tables_with_the_stages():
     # editing validation messages must not retrain models
-    assert module_closure("config") == ["architectures", "config", "datafiles"]
+    # (methodnames: the grammar of derived method names, which the saliency stage parses too)
+    assert module_closure("config") == ["architectures", "config", "datafiles", "methodnames"]
     assert "config" not in module_closure("train")
+    assert "config" not in module_closure("saliency")
 
 
 def test_closure_of_unknown_module_raises():
@@ -95,6 +97,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "config",
         "datafiles",
         "imputation",  # metrics names the mask-only control
+        "methodnames",  # config parses derived method names
         "metrics",
         "models",
         "probe",

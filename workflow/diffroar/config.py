@@ -26,6 +26,7 @@ from .datafiles import (
     expected_files,
     files_problem,
 )
+from .methodnames import MODIFIER_FORMS, NOISE_TUNNELS, MethodNameError, method_base, parse_method
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Attribution methods (diffroar.saliency.METHODS has one function per name).
@@ -60,6 +61,7 @@ BLOCK_LOADERS = ("blockdigits", "blockmnist", "blockmnist_top", "blockfashion")
 
 # What a name (of a dataset, model, ...) may be; it appears in paths and tables.
 NAME_RULE = "a letter, then letters, digits or _; ASCII only, matched whole"
+METHOD_NAME_RULE = "a method, then modifiers each after a +, e.g. gradient+blur1; ASCII only"
 # The largest seed (the schema's bound): every seed up to it gives different random numbers.
 SEED_MAX = 2**32 - 1
 NON_FINITE_TEXT = re.compile(r"[+-]?\.?(nan|inf|infinity)", re.IGNORECASE)
@@ -215,6 +217,7 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
             f"{key} = {value!r}: must be <= {SEED_MAX} (2**32 - 1: torch's generators keep a "
             "seed's low 32 bits, so a larger seed repeats a smaller one)"
         )
+    rule_text = METHOD_NAME_RULE if key.startswith("experiment.methods") else NAME_RULE
     allowed = {
         "minimum": f"must be >= {expected}",
         "maximum": f"must be <= {expected}",
@@ -223,7 +226,7 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
         "minItems": f"must have at least {expected} item(s)",
         "minLength": f"must have at least {expected} character(s)",
         "minProperties": f"must define at least {expected} entry",
-        "pattern": f"must match {expected} ({NAME_RULE})",
+        "pattern": f"must match {expected} ({rule_text})",
     }.get(rule, error.message)
     return f"{key} = {value!r}: {allowed}"
 
@@ -658,7 +661,15 @@ def method_settings(
     model (diffroar.saliency.Settings fields, plus `seed` for seeded methods). They are the
     saliency rule's params, so changing a setting reruns only the methods that use it. The batch
     sizes are not among them: attributions do not depend on them (seeded methods draw per image),
-    so the saliency job reads them from the config and changing them reruns nothing."""
+    so the saliency job reads them from the config and changing them reruns nothing. A derived
+    method (`base+modifier...`) has its base's settings, and the noise settings and seed when it
+    applies a noise tunnel; a blur's sigma is in its name."""
+    base, modifiers = parse_method(method)
+    if modifiers:
+        settings = method_settings(base, saliency_cfg, model_cfg)
+        if any(kind in NOISE_TUNNELS for kind, _ in modifiers):
+            settings |= {key: saliency_cfg[key] for key in ("noise_std", "noise_samples", "seed")}
+        return settings
     if method == "sobel":
         return {}
     if method == "random":
@@ -674,6 +685,55 @@ def method_settings(
     if method == "gradcam":
         settings["layer"] = model_cfg["gradcam_layer"]
     return settings
+
+
+def model_independent(method: str) -> bool:
+    """Whether `method`'s attributions never look at the model: a control, with or without
+    modifiers (they only transform what the control gives)."""
+    return method_base(method) in CONTROL_METHODS
+
+
+def _check_methods(config: dict[str, Any]) -> None:
+    """Refuse a method whose base is not in the registry, an unknown modifier or a bad sigma, a
+    derived method that is a built-in one under another name (`gradient+smoothgrad`), and a
+    final `abs` that changes no ranking."""
+    methods = config["experiment"]["methods"]
+    for index, name in enumerate(methods):
+        key = f"experiment.methods[{index}] = {name!r}"
+        base = method_base(name)
+        if base not in METHODS:
+            raise ConfigError(
+                f"config error: {key}: must be one of {', '.join(map(repr, METHODS))}, "
+                f"optionally followed by modifiers +{', +'.join(MODIFIER_FORMS)} (e.g. "
+                f"'gradient+blur1'){_suggestion(base, METHODS)}"
+            )
+        try:
+            _, modifiers = parse_method(name)
+        except MethodNameError as error:
+            raise ConfigError(f"config error: {key}: {error}") from None
+        if base == "gradient" and len(modifiers) == 1 and modifiers[0][0] in NOISE_TUNNELS:
+            raise ConfigError(
+                f"config error: {key}: is the built-in {modifiers[0][0]!r} (the noise tunnel "
+                f"over the gradient); list it as {modifiers[0][0]!r}"
+            )
+        if modifiers and modifiers[-1][0] == "abs" and config["masking"]["ranking"] == "coordinate":
+            before = name.rsplit("+", 1)[0]
+            raise ConfigError(
+                f"config error: {key}: ranks every coordinate as {before!r} does (masking.ranking "
+                "'coordinate' ranks |attribution|); abs changes a method only before a blur or a "
+                "noise tunnel (e.g. 'gradient+abs+blur1') or with masking.ranking 'pixel'"
+            )
+
+
+def _check_sanity(config: dict[str, Any]) -> None:
+    """Refuse a `sanity.models` entry that is not a model of the experiment."""
+    models = experiment_models(config["experiment"])
+    for index, name in enumerate(config["sanity"].get("models", [])):
+        if name not in models:
+            raise ConfigError(
+                f"config error: sanity.models[{index}] = {name!r}: not a model of the "
+                f"experiment; its models: {', '.join(models)}{_suggestion(name, models)}"
+            )
 
 
 def format_k(keep_fraction: float) -> str:
@@ -748,7 +808,10 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
         )
     for name, model in config["models"].items():
         _check_architecture(name, model)
-    if "gradcam" in experiment["methods"]:
+    _check_methods(config)
+    _check_sanity(config)
+    bases = {method_base(name) for name in experiment["methods"]}
+    if "gradcam" in bases:
         for name in experiment_models(experiment):
             if not feature_layers(config["models"][name]):
                 architecture = config["models"][name]["architecture"]
@@ -757,12 +820,12 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
                     f"convolutional layers, and model {name!r} is an {architecture!r}; use it "
                     "with models whose architecture is cnn or resnet18"
                 )
-    if "deeplift" in experiment["methods"] and config["saliency"]["target"] == "loss":
+    if "deeplift" in bases and config["saliency"]["target"] == "loss":
         raise ConfigError(
             "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
             "only 'logit' and 'predicted' (Captum's DeepLift has no rule for the cross-entropy)"
         )
-    positive = [name for name in POSITIVE_EVIDENCE_METHODS if name in experiment["methods"]]
+    positive = [name for name in POSITIVE_EVIDENCE_METHODS if name in bases]
     if positive and config["saliency"]["target"] == "loss":
         raise ConfigError(
             f"config error: saliency.target = 'loss': {' and '.join(positive)} (in "

@@ -27,6 +27,9 @@ gradient is Captum's:
 - model-independent controls: `random` (uniform scores, image i's from `seeds[i]`) and `sobel`
   (the per-channel Sobel edge magnitude of the image)
 
+A config name may add modifiers to any of them (`integrated_gradients+smoothgrad+blur1`, see
+diffroar.methodnames): `resolve_method` wraps the registry's method in diffroar.modifiers.
+
 `Settings.target` picks what is explained: `logit`, the logit of the class in `labels`, or
 `loss`, the per-sample cross-entropy of that class (Captum explains the `CrossEntropy` wrapper,
 with the labels passed as an additional forward argument so that it expands them with the
@@ -60,7 +63,9 @@ from torch import nn
 
 from .checks import expect_inputs
 from .data import read_attributes
+from .methodnames import parse_method
 from .models import load_checkpoint
+from .modifiers import GOLDEN, splitmix64, with_modifiers
 from .runtime import device, log, package_version
 from .store import (
     SPLITS,
@@ -532,27 +537,32 @@ METHODS: dict[str, Method] = {
 }
 
 
-def _splitmix64(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on uint64 `values` (arithmetic modulo 2**64)."""
-    with np.errstate(over="ignore"):
-        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return values ^ (values >> np.uint64(31))
+def resolve_method(name: str) -> Method:
+    """The method a config name stands for: a registry method, or one with modifiers
+    (`integrated_gradients+blur1`, diffroar.methodnames) wrapped by diffroar.modifiers."""
+    base, modifiers = parse_method(name)
+    return with_modifiers(METHODS[base], modifiers)
 
 
-def image_seeds(seed: int, base_seed: int, split: str, indices: np.ndarray | range) -> np.ndarray:
+def image_seeds(
+    seed: int,
+    base_seed: int,
+    split: str,
+    indices: np.ndarray | range,
+    draw: tuple[int, ...] = (),
+) -> np.ndarray:
     """The seeds (uint64, one per index) of the images at `indices` of `split`, for the methods'
     `seeds`: output i + 1 of the SplitMix64 generator (a counter-based one: output i is a function
     of i alone) started from a SeedSequence of (`seed`, `base_seed`, split). An image's seed
     depends on nothing else: not on the block or batch it is attributed in, nor on the model
     beyond its base seed (so `random` masks differ between base seeds and agree between the
-    models trained from one base seed)."""
-    (key,) = np.random.SeedSequence([seed, base_seed, SPLITS.index(split)]).generate_state(
-        1, np.uint64
-    )
+    models trained from one base seed). `draw` (integers >= 0) joins the SeedSequence for fresh
+    draws of the same images (diffroar.sanity's randomised models); () gives the stage's seeds."""
+    words = [seed, base_seed, SPLITS.index(split), *draw]
+    (key,) = np.random.SeedSequence(words).generate_state(1, np.uint64)
     counters = np.asarray(indices, dtype=np.uint64) + np.uint64(1)
     with np.errstate(over="ignore"):
-        return _splitmix64(key + counters * np.uint64(0x9E3779B97F4A7C15))
+        return splitmix64(key + counters * GOLDEN)
 
 
 def batch_sizes(settings: dict[str, Any], on: torch.device) -> dict[str, int]:
@@ -609,6 +619,7 @@ def run_saliency(
         "checkpoint_fingerprint": checkpoint["config_fingerprint"],
         "package_version": package_version(),
     }
+    attribute = resolve_method(method)
     source = open_store(dataset_path)
     pixel_max = np.float32(dataset["pixel_max"])
     with new_store(out_path, attributes) as root:
@@ -624,7 +635,7 @@ def run_saliency(
                 true_labels = torch.from_numpy(labels[block]).to(on)
                 target = explained_classes(model, images, true_labels, resolved)
                 seeds = image_seeds(seed, checkpoint["seed"], split, range(block.start, block.stop))
-                values = METHODS[method](model, images, target, resolved, seeds=seeds).numpy()
+                values = attribute(model, images, target, resolved, seeds=seeds).numpy()
                 if not np.isfinite(values).all():
                     raise FloatingPointError(
                         f"{method} attributions of {split} images {block.start}:{block.stop} "

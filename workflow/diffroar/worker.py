@@ -72,6 +72,7 @@ STAGES = (
     "diffroar.compare",
     "diffroar.robust",
     "diffroar.localization",
+    "diffroar.sanity",
     "diffroar.figures",
     "diffroar.verify",
 )
