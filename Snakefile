@@ -1,6 +1,7 @@
 # diffroar: remove-and-retrain evaluation (DiffROAR) of attribution methods.
 # Stages, each in rules/<stage>.smk with its code in workflow/diffroar/<stage>.py:
-# data -> train (+ robust) -> saliency -> mask -> retrain -> metrics -> figures (+ localization).
+# data -> train (+ robust) -> saliency -> mask -> retrain -> metrics -> figures (+ localization,
+# + sanity: the parameter-randomisation check of every base model).
 import os
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ include: "rules/retrain.smk"
 include: "rules/noretrain.smk"
 include: "rules/metrics.smk"
 include: "rules/localization.smk"
+include: "rules/sanity.smk"
 include: "rules/figures.smk"
 include: "rules/verify.smk"
 
@@ -75,6 +77,7 @@ localrules:
     figure_attributions,
     figure_localization,
     figure_ranking,
+    figure_sanity,
 
 
 onstart:

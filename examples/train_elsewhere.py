@@ -6,11 +6,11 @@ Run from the repository root (it rewrites the file; the committed one came from 
 
     python examples/train_elsewhere.py
 
-The data are the `blockdigits` splits of config.yaml, which the example uses (diffroar builds them; nothing else here uses
-diffroar). The network is the layout of diffroar's `mlp` with `hidden_sizes: [64]`
-(Flatten, Linear, ReLU, Linear: keys 1.* and 3.*), and it sees images standardised with the
-training split's channel mean and std, which is what diffroar puts in front of a network whose
-file holds only its own weights.
+The data are the `blockdigits` splits of config.yaml, which the example uses (diffroar builds
+them; nothing else here uses diffroar). The network is the layout of diffroar's `mlp` with
+`hidden_sizes: [64]` (Flatten, Linear, ReLU, Linear: keys 1.* and 3.*), and it sees images
+standardised with the training split's channel mean and std, which is what diffroar puts in
+front of a network whose file holds only its own weights.
 """
 
 from __future__ import annotations

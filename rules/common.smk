@@ -1,17 +1,19 @@
 # Paths, targets and per-rule params. Rules hold wiring only; the work is in workflow/diffroar.
 import functools
+from types import SimpleNamespace
 
 from diffroar.config import (
     BLOCK_LOADERS,
-    CONTROL_METHODS,
     MASK_ONLY,
     experiment_models,
     format_k,
     method_settings,
     model_file_hashes,
+    model_independent,
     user_method_kind,
     user_method_settings,
 )
+from diffroar.methodnames import NOISE_TUNNELS, method_base, parse_method
 from diffroar.provenance import code_fingerprint, config_fingerprint
 from diffroar.resources import SCALED, base_resources, for_attempt
 
@@ -25,7 +27,8 @@ FILLS = [name for name in EXPERIMENT["imputations"] if name != MASK_ONLY]
 wildcard_constraints:
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     model=r"[A-Za-z][A-Za-z0-9_]*",
-    method=r"[A-Za-z][A-Za-z0-9_]*",
+    # a method, then modifiers after a + (diffroar.methodnames): gradient+blur1
+    method=r"[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z][A-Za-z0-9_.]*)*",
     imputation=r"[a-z_]+",
     seed=r"\d+",
     rseed=r"\d+",
@@ -40,6 +43,7 @@ MASKED = "results/masked/{dataset}/{model}/seed{seed}/{method}/{imputation}/{ord
 RETRAIN_DIR = "results/retrain/{dataset}/{model}/seed{seed}/{method}/{imputation}/{order}-k{k}/retrain{rseed}"
 ROBUST = f"{MODEL_DIR}/robust.json"
 NORETRAIN = "results/noretrain/{dataset}/{model}/seed{seed}.parquet"
+SANITY = "results/sanity/{dataset}/{model}/seed{seed}.parquet"
 TABLES = "results/tables/{dataset}"
 FIGURES = "results/figures"
 
@@ -95,6 +99,18 @@ def data_jobs_datasets(dag):
     )
 
 
+def sanity_models(dataset):
+    """The models of `dataset` (a name or a wildcards object) whose base models the
+    randomisation check covers (`sanity.models`, default all)."""
+    chosen = config["sanity"].get("models")
+    return [model for model in models_of(dataset) if chosen is None or model in chosen]
+
+
+def sanity_datasets():
+    """Datasets of the experiment with a model the randomisation check covers."""
+    return [name for name in EXPERIMENT["datasets"] if sanity_models(name)]
+
+
 def figure_targets():
     """Every figure of the experiment."""
     figures = expand(
@@ -102,6 +118,7 @@ def figure_targets():
         kind=["methods", "imputation", "noretrain", "attributions", "ranking"],
         dataset=EXPERIMENT["datasets"],
     )
+    figures += expand(f"{FIGURES}/sanity-{{dataset}}.png", dataset=sanity_datasets())
     return figures + expand(
         f"{FIGURES}/localization-{{dataset}}.png", dataset=block_datasets()
     )
@@ -127,6 +144,8 @@ def final_targets():
         "results/comparisons.parquet",
         "results/noretrain.parquet",
     ]
+    if sanity_datasets():
+        tables.append("results/sanity.parquet")
     if block_datasets():
         tables.append("results/localization.parquet")
     return tables + figure_targets() + robust_targets()
@@ -171,12 +190,23 @@ def noretrain_tables(dataset):
     )
 
 
+def sanity_tables(dataset):
+    """Randomisation-check tables of the base models of `dataset` (a name or a wildcards
+    object) that it covers."""
+    return expand(
+        SANITY,
+        dataset=getattr(dataset, "dataset", dataset),
+        model=sanity_models(dataset),
+        seed=EXPERIMENT["base_seeds"],
+    )
+
+
 def combine_inputs(wildcards):
-    """The per-dataset (or, for noretrain, per-base-model) tables of one kind."""
-    if wildcards.table == "noretrain":
-        return [
-            path for name in EXPERIMENT["datasets"] for path in noretrain_tables(name)
-        ]
+    """The per-dataset (or, for noretrain and sanity, per-base-model) tables of one kind."""
+    per_base_model = {"noretrain": noretrain_tables, "sanity": sanity_tables}
+    if wildcards.table in per_base_model:
+        tables = per_base_model[wildcards.table]
+        return [path for name in EXPERIMENT["datasets"] for path in tables(name)]
     datasets = (
         block_datasets()
         if wildcards.table == "localization"
@@ -270,18 +300,23 @@ def retraining_settings():
 def attribution_settings(wildcards):
     """The settings one method's attributions of one model depend on; for a user method (under
     `methods`) also its entry and the hash of its module file or precomputed files."""
-    entry = config["methods"].get(wildcards.method)
-    if entry is not None:
-        return user_method_settings(
-            entry,
-            config["saliency"],
-            wildcards.dataset,
-            wildcards.model,
-            int(wildcards.seed),
+    base = method_base(wildcards.method)
+    entry = config["methods"].get(base)
+    if entry is None:  # a built-in, with or without modifiers
+        return method_settings(
+            wildcards.method, config["saliency"], config["models"][wildcards.model]
         )
-    return method_settings(
-        wildcards.method, config["saliency"], config["models"][wildcards.model]
+    settings = user_method_settings(
+        entry,
+        config["saliency"],
+        wildcards.dataset,
+        wildcards.model,
+        int(wildcards.seed),
     )
+    if any(kind in NOISE_TUNNELS for kind, _ in parse_method(wildcards.method)[1]):
+        keys = ("noise_std", "noise_samples", "seed")
+        settings |= {key: config["saliency"][key] for key in keys}
+    return settings
 
 
 def precomputed(method):
@@ -289,6 +324,24 @@ def precomputed(method):
     depend on the base model beyond their path and content."""
     entry = config["methods"].get(method)
     return entry is not None and user_method_kind(entry) == "attributions"
+
+
+def sanity_methods(wildcards):
+    """Method -> its settings (as attribution_settings gives them), for every method of the
+    experiment the randomisation check can recompute: not precomputed attributions, which
+    cannot follow a randomised model."""
+    return {
+        method: attribution_settings(
+            SimpleNamespace(
+                dataset=wildcards.dataset,
+                model=wildcards.model,
+                seed=wildcards.seed,
+                method=method,
+            )
+        )
+        for method in EXPERIMENT["methods"]
+        if not precomputed(method)
+    }
 
 
 def masking_settings(wildcards):
@@ -315,18 +368,15 @@ def train_fingerprint(wildcards):
 def attribution_fingerprint(wildcards):
     """Fingerprint of what one saliency store's values depend on. Stores with equal fingerprints
     hold the same attributions, so their masks and retrained models are the same runs: the
-    controls ignore the model (`random` draws per base seed, `sobel` reads the image alone), as
-    do precomputed attributions (their settings hold their files' hash), and the tables count
-    such runs once."""
-    identity = [
-        dataset_config(wildcards),
-        wildcards.method,
-        attribution_settings(wildcards),
-    ]
-    if wildcards.method == "random":
-        identity.append(int(wildcards.seed))
-    elif wildcards.method not in CONTROL_METHODS and not precomputed(wildcards.method):
+    controls ignore the model, with or without modifiers (`random` and noise tunnels draw per base
+    seed, `sobel` reads the image alone), as do precomputed attributions (their settings hold
+    their files' hash), and the tables count such runs once."""
+    settings = attribution_settings(wildcards)
+    identity = [dataset_config(wildcards), wildcards.method, settings]
+    if not model_independent(wildcards.method) and not precomputed(wildcards.method):
         identity.append(train_fingerprint(wildcards))
+    elif "seed" in settings:  # a control that draws per image (random, a noise tunnel)
+        identity.append(int(wildcards.seed))
     return config_fingerprint(*identity)
 
 
@@ -571,6 +621,15 @@ def verify_expectations():
                 "noretrain",
                 {"dataset": dataset, "model": run.model, "base_seed": int(run.seed)},
             )
+            if run.model in sanity_models(dataset):
+                expected[SANITY.format(**vars(run))] = (
+                    "sanity",
+                    {
+                        "dataset": dataset,
+                        "model": run.model,
+                        "base_seed": int(run.seed),
+                    },
+                )
             for rseed in EXPERIMENT["retrain_seeds"]:
                 retrain_dir = RETRAIN_DIR.format(**vars(run), rseed=rseed)
                 for name in ("model.safetensors", "metrics.json"):

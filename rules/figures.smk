@@ -125,6 +125,26 @@ rule figure_ranking:
         "../workflow/scripts/figure_ranking.py"
 
 
+rule figure_sanity:
+    input:
+        sanity_tables,
+    output:
+        report(
+            f"{FIGURES}/sanity-{{dataset}}.png",
+            caption="../workflow/report/sanity.rst",
+            category="Sanity checks",
+            labels={"dataset": "{dataset}", "figure": "parameter randomisation"},
+        ),
+    log:
+        "results/logs/figures/sanity-{dataset}.log",
+    conda:
+        "../envs/diffroar.yaml"
+    params:
+        code=code_fingerprint("figures"),
+    script:
+        "../workflow/scripts/figure_sanity.py"
+
+
 # A named target rule per figure: `snakemake figure_<kind>_<dataset> --cores 2`.
 for figure in figure_targets():
 

@@ -39,7 +39,7 @@ rule combine_table:
     log:
         "results/logs/combine/{table}.log",
     wildcard_constraints:
-        table="metrics|diffroar|comparisons|localization|noretrain",
+        table="metrics|diffroar|comparisons|localization|noretrain|sanity",
     conda:
         "../envs/diffroar.yaml"
     params:

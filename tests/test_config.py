@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +63,7 @@ def test_defaults_are_filled_in():
     assert config["experiment"]["imputations"] == ["mean", "mask_only"]  # the control is on
     assert "model" not in config["retraining"]
     assert config["figures"] == {"gallery_images": 6}
+    assert config["sanity"] == {"images": 200, "seed": 0}  # every model: no `models`
     for dataset in config["datasets"].values():
         assert dataset["val_fraction"] == 0.15
         assert dataset["test_fraction"] == 0.2
@@ -152,6 +152,83 @@ BAD_CONFIGS = [
         "unknown method",
         _set("experiment", "methods", ["gradient", "lime"]),
         ["experiment.methods[1]", "'lime'", "'gradient'", "'random'"],
+    ),
+    (
+        "unknown base of a derived method",
+        _set("experiment", "methods", ["gradeint+blur1"]),
+        [
+            "experiment.methods[0] = 'gradeint+blur1'",
+            "'sobel'",
+            "+blur<sigma>",
+            "(did you mean 'gradient'?)",
+        ],
+    ),
+    (
+        "unknown modifier",
+        _set("experiment", "methods", ["gradient", "gradient+sharpen"]),
+        [
+            "experiment.methods[1] = 'gradient+sharpen'",
+            "unknown modifier 'sharpen'",
+            "abs, blur<sigma>, smoothgrad, smoothgrad_sq, vargrad",
+        ],
+    ),
+    (
+        "blur without its sigma",
+        _set("experiment", "methods", ["gradient+blur"]),
+        ["experiment.methods[0] = 'gradient+blur'", "unknown modifier 'blur'", "e.g. blur1"],
+    ),
+    (
+        "blur of sigma 0",
+        _set("experiment", "methods", ["gradient+blur0"]),
+        ["experiment.methods[0] = 'gradient+blur0'", "sigma must be > 0 and <= 100 pixels"],
+    ),
+    (
+        "a sigma written two ways",
+        _set("experiment", "methods", ["gradient+blur2.0"]),
+        ["experiment.methods[0] = 'gradient+blur2.0'", "write it blur2"],
+    ),
+    (
+        "a method name that is no name",
+        _set("experiment", "methods", ["gradient+blur-1"]),
+        [
+            "experiment.methods[0] = 'gradient+blur-1'",
+            "must match",
+            "a method, then modifiers each after a +",
+        ],
+    ),
+    (
+        "the built-in smoothgrad under another name",
+        _set("experiment", "methods", ["gradient+smoothgrad"]),
+        ["experiment.methods[0] = 'gradient+smoothgrad'", "the built-in 'smoothgrad'"],
+    ),
+    (
+        "a final abs under coordinate ranking",
+        _set("experiment", "methods", ["integrated_gradients+abs"]),
+        [
+            "experiment.methods[0] = 'integrated_gradients+abs'",
+            "ranks every coordinate as 'integrated_gradients' does",
+            "'gradient+abs+blur1'",
+        ],
+    ),
+    (
+        "gradcam with a modifier on an mlp",
+        _set("experiment", "methods", ["gradcam+blur1"]),
+        ["experiment.methods", "gradcam needs convolutional layers", "'mlp_standard'"],
+    ),
+    (
+        "a sanity model that is not in the experiment",
+        _set("sanity", {"models": ["mlp_standard", "mlp_l2"]}),
+        [
+            "sanity.models[1] = 'mlp_l2'",
+            "not a model of the experiment",
+            "mlp_standard, mlp_linf",
+            "(did you mean 'mlp_linf'?)",
+        ],
+    ),
+    (
+        "a sanity check on one image",
+        _set("sanity", {"images": 1}),
+        ["sanity.images = 1", "must be >= 2"],
     ),
     (
         "k zero",
@@ -573,12 +650,12 @@ def _schema_enum(*path):
 def test_schema_methods_match_saliency_registry():
     from diffroar.saliency import METHODS
 
-    # experiment.methods takes built-in names and those under `methods` (config.py checks them);
-    # the schema's description names every built-in, in the registry's order
+    methods = _schema_enum("$defs", "method")
+    assert methods == list(config_module.METHODS)
+    assert sorted(methods) == sorted(METHODS)
+    # experiment.methods also takes the names defined under `methods` (config.py checks them)
     schema = SCHEMA["properties"]["experiment"]["properties"]["methods"]
-    named = re.findall(r"\w+", schema["description"])
-    assert [name for name in dict.fromkeys(named) if name in METHODS] == list(METHODS)
-    assert list(METHODS) == list(config_module.METHODS)
+    assert "`methods`" in schema["description"]
     assert set(config_module.SEEDED_METHODS) <= set(METHODS)
     assert set(config_module.CONTROL_METHODS) <= set(METHODS)
 
@@ -636,6 +713,37 @@ def test_method_settings_hold_only_what_each_method_uses():
         assert ("seed" in settings[method]) == (method in config_module.SEEDED_METHODS), method
         # attributions do not depend on the batch sizes: changing them reruns nothing
         assert not {"batch_size", "internal_batch_size"} & set(settings[method]), method
+
+
+def test_derived_methods_are_accepted_with_their_base_and_noise_settings():
+    config = default_config()
+    methods = [
+        "gradient+blur1",
+        "integrated_gradients+smoothgrad+blur0.5",
+        "sobel+vargrad",
+        "random+blur2",
+        "gradient+abs+blur1",
+    ]
+    config["experiment"]["methods"] = methods
+    validate_config(config)
+    saliency, model = config["saliency"], config["models"]["mlp_standard"]
+    settings = {name: config_module.method_settings(name, saliency, model) for name in methods}
+    assert settings["gradient+blur1"] == {"target": "logit"}  # sigma is in the name
+    assert settings["integrated_gradients+smoothgrad+blur0.5"] == config_module.method_settings(
+        "integrated_gradients", saliency, model
+    ) | {"noise_std": 0.15, "noise_samples": 16, "seed": 0}
+    assert settings["sobel+vargrad"] == {"noise_std": 0.15, "noise_samples": 16, "seed": 0}
+    assert settings["random+blur2"] == {"seed": 0}
+    assert [config_module.model_independent(name) for name in methods] == [
+        False, False, True, True, False,
+    ]  # fmt: skip
+
+
+def test_a_final_abs_is_accepted_where_it_changes_the_ranking():
+    config = default_config()
+    config["experiment"]["methods"] = ["integrated_gradients+abs"]
+    config["masking"] = {"ranking": "pixel"}  # channels summed before the absolute value
+    validate_config(config)
 
 
 def test_schema_loaders_match_data_registry():

@@ -71,8 +71,17 @@ def test_closure_of_a_leaf_module_is_itself():
 
 def test_config_shares_only_its_light_tables_with_the_stages():
     # editing validation messages must not retrain models
-    assert module_closure("config") == ["architectures", "config", "datafiles", "plugins"]
+    # (methodnames: the grammar of derived method names, which the saliency stage parses too)
+    assert module_closure("config") == [
+        "architectures",
+        "config",
+        "datafiles",
+        "methodnames",
+        "plugins",
+        "usercode",
+    ]
     assert "config" not in module_closure("train")
+    assert "config" not in module_closure("saliency")
 
 
 def test_closure_of_unknown_module_raises():
@@ -97,6 +106,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "config",
         "datafiles",
         "imputation",  # metrics names the mask-only control
+        "methodnames",  # config parses derived method names
         "metrics",
         "models",
         "plugins",  # models finds and imports user architectures

@@ -141,6 +141,8 @@ RANGES = {
     "retrain_seed": (_seed, "a whole number >= 0"),
     "seed": (_seed, "a whole number >= 0"),
     "wall_seconds": (_non_negative, ">= 0"),
+    "layer_from_output": (_seed, "a whole number >= 0"),
+    "randomised_layers": (_seed, "a whole number >= 0"),
 }
 # fields that must be non-empty strings
 NAMES = (
@@ -241,18 +243,23 @@ TABLE_COLUMNS = {
                   "keep_fraction", "test_accuracy"),
     "comparisons": ("dataset",),
     "localization": ("dataset",),
+    "sanity": ("dataset", "model", "base_seed", "method", "mode", "layer_from_output", "layer",
+               "randomised_layers", "measure", "mean", "ci_low", "ci_high", "n_images"),
 }  # fmt: skip
 # kinds whose tables hold at least one row in every run
-NON_EMPTY = ("metrics", "diffroar", "noretrain")
+NON_EMPTY = ("metrics", "diffroar", "noretrain", "sanity")
 # table kind -> columns that may be NaN there (a localization measure, a comparison of areas over
 # k: no k)
 MISSING_IN = {"localization": ("keep_fraction",), "comparisons": ("keep_fraction",)}
 
 
 def table_kind(path: str | Path) -> str:
-    """The kind of a table from its path: its stem, or `noretrain` for a base model's table."""
+    """The kind of a table from its path: its stem, or `noretrain` or `sanity` for a base
+    model's table (results/<kind>/<dataset>/<model>/seed<s>.parquet)."""
     path = Path(path)
-    return "noretrain" if "noretrain" in path.parts[:-1] else path.stem
+    if "noretrain" in path.parts[:-1]:
+        return "noretrain"
+    return "sanity" if path.parts[-4:-3] == ("sanity",) else path.stem
 
 
 def check_table(path: str | Path, table, kind: str | None = None) -> None:

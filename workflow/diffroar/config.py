@@ -27,6 +27,7 @@ from .datafiles import (
     expected_files,
     files_problem,
 )
+from .methodnames import MODIFIER_FORMS, NOISE_TUNNELS, MethodNameError, method_base, parse_method
 from .plugins import (
     PluginError,
     check_plugin,
@@ -71,6 +72,7 @@ BLOCK_LOADERS = ("blockdigits", "blockmnist", "blockmnist_top", "blockfashion")
 
 # What a name (of a dataset, model, ...) may be; it appears in paths and tables.
 NAME_RULE = "a letter, then letters, digits or _; ASCII only, matched whole"
+METHOD_NAME_RULE = "a method, then modifiers each after a +, e.g. gradient+blur1; ASCII only"
 # The largest seed (the schema's bound): every seed up to it gives different random numbers.
 SEED_MAX = 2**32 - 1
 NON_FINITE_TEXT = re.compile(r"[+-]?\.?(nan|inf|infinity)", re.IGNORECASE)
@@ -226,6 +228,7 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
             f"{key} = {value!r}: must be <= {SEED_MAX} (2**32 - 1: torch's generators keep a "
             "seed's low 32 bits, so a larger seed repeats a smaller one)"
         )
+    rule_text = METHOD_NAME_RULE if key.startswith("experiment.methods") else NAME_RULE
     allowed = {
         "minimum": f"must be >= {expected}",
         "maximum": f"must be <= {expected}",
@@ -234,7 +237,7 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
         "minItems": f"must have at least {expected} item(s)",
         "minLength": f"must have at least {expected} character(s)",
         "minProperties": f"must define at least {expected} entry",
-        "pattern": f"must match {expected} ({NAME_RULE})",
+        "pattern": f"must match {expected} ({rule_text})",
     }.get(rule, error.message)
     return f"{key} = {value!r}: {allowed}"
 
@@ -769,7 +772,15 @@ def method_settings(
     model (diffroar.saliency.Settings fields, plus `seed` for seeded methods). They are the
     saliency rule's params, so changing a setting reruns only the methods that use it. The batch
     sizes are not among them: attributions do not depend on them (seeded methods draw per image),
-    so the saliency job reads them from the config and changing them reruns nothing."""
+    so the saliency job reads them from the config and changing them reruns nothing. A derived
+    method (`base+modifier...`) has its base's settings, and the noise settings and seed when it
+    applies a noise tunnel; a blur's sigma is in its name."""
+    base, modifiers = parse_method(method)
+    if modifiers:
+        settings = method_settings(base, saliency_cfg, model_cfg)
+        if any(kind in NOISE_TUNNELS for kind, _ in modifiers):
+            settings |= {key: saliency_cfg[key] for key in ("noise_std", "noise_samples", "seed")}
+        return settings
     if method == "sobel":
         return {}
     if method == "random":
@@ -927,19 +938,11 @@ def _check_user_methods(config: dict[str, Any]) -> None:
     method or one of them (and a user function is not asked to explain the loss)."""
     for name, entry in config["methods"].items():
         _check_user_method(name, entry, config)
-    user = config["methods"]
-    for index, name in enumerate(config["experiment"]["methods"]):
-        if name not in METHODS and name not in user:
-            defined = f"defined: {', '.join(user)}" if user else "none defined"
-            raise ConfigError(
-                f"config error: experiment.methods[{index}] = {name!r}: must be one of "
-                f"{', '.join(map(repr, METHODS))} (built-in) or a name under `methods` "
-                f"({defined}){_suggestion(name, [*METHODS, *user])}"
-            )
+    user = config["methods"]  # every name of experiment.methods is known: _check_methods
     functions = [
         name
         for name in config["experiment"]["methods"]
-        if name in user and user_method_kind(user[name]) == "function"
+        if method_base(name) in user and user_method_kind(user[method_base(name)]) == "function"
     ]
     if functions and config["saliency"]["target"] == "loss":
         raise ConfigError(
@@ -970,6 +973,63 @@ def user_method_settings(
         user["init"] = entry.get("init", {})
     settings = {key: saliency_cfg[key] for key in ("target", "seed")}
     return settings | {"user_method": user}
+
+
+def model_independent(method: str) -> bool:
+    """Whether `method`'s attributions never look at the model: a control, with or without
+    modifiers (they only transform what the control gives)."""
+    return method_base(method) in CONTROL_METHODS
+
+
+def _check_methods(config: dict[str, Any]) -> None:
+    """Refuse a method whose base is not in the registry, an unknown modifier or a bad sigma, a
+    derived method that is a built-in one under another name (`gradient+smoothgrad`), and a
+    final `abs` that changes no ranking."""
+    methods, user = config["experiment"]["methods"], config["methods"]
+    for index, name in enumerate(methods):
+        key = f"experiment.methods[{index}] = {name!r}"
+        base = method_base(name)
+        if base not in METHODS and base not in user:
+            defined = f"defined: {', '.join(user)}" if user else "none defined"
+            raise ConfigError(
+                f"config error: {key}: must be one of {', '.join(map(repr, METHODS))} (built-in) "
+                f"or a name under `methods` ({defined}), optionally followed by modifiers "
+                f"+{', +'.join(MODIFIER_FORMS)} (e.g. 'gradient+blur1')"
+                f"{_suggestion(base, [*METHODS, *user])}"
+            )
+        try:
+            _, modifiers = parse_method(name)
+        except MethodNameError as error:
+            raise ConfigError(f"config error: {key}: {error}") from None
+        if modifiers and base in user and user_method_kind(user[base]) == "attributions":
+            raise ConfigError(
+                f"config error: {key}: {base!r} is precomputed attributions, used as they are; "
+                "modifiers apply to methods the saliency stage computes (a function, a Captum "
+                "class or a built-in)"
+            )
+        if base == "gradient" and len(modifiers) == 1 and modifiers[0][0] in NOISE_TUNNELS:
+            raise ConfigError(
+                f"config error: {key}: is the built-in {modifiers[0][0]!r} (the noise tunnel "
+                f"over the gradient); list it as {modifiers[0][0]!r}"
+            )
+        if modifiers and modifiers[-1][0] == "abs" and config["masking"]["ranking"] == "coordinate":
+            before = name.rsplit("+", 1)[0]
+            raise ConfigError(
+                f"config error: {key}: ranks every coordinate as {before!r} does (masking.ranking "
+                "'coordinate' ranks |attribution|); abs changes a method only before a blur or a "
+                "noise tunnel (e.g. 'gradient+abs+blur1') or with masking.ranking 'pixel'"
+            )
+
+
+def _check_sanity(config: dict[str, Any]) -> None:
+    """Refuse a `sanity.models` entry that is not a model of the experiment."""
+    models = experiment_models(config["experiment"])
+    for index, name in enumerate(config["sanity"].get("models", [])):
+        if name not in models:
+            raise ConfigError(
+                f"config error: sanity.models[{index}] = {name!r}: not a model of the "
+                f"experiment; its models: {', '.join(models)}{_suggestion(name, models)}"
+            )
 
 
 def format_k(keep_fraction: float) -> str:
@@ -1052,7 +1112,10 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
             _check_checkpoint(name, model)
     _check_user_models(config)
     _check_user_methods(config)
-    if "gradcam" in experiment["methods"]:
+    _check_methods(config)
+    _check_sanity(config)
+    bases = {method_base(name) for name in experiment["methods"]}
+    if "gradcam" in bases:
         for name in experiment_models(experiment):
             if not feature_layers(config["models"][name]):
                 architecture = config["models"][name]["architecture"]
@@ -1061,12 +1124,12 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
                     f"convolutional layers, and model {name!r} is an {architecture!r}; use it "
                     "with models whose architecture is cnn or resnet18"
                 )
-    if "deeplift" in experiment["methods"] and config["saliency"]["target"] == "loss":
+    if "deeplift" in bases and config["saliency"]["target"] == "loss":
         raise ConfigError(
             "config error: saliency.target = 'loss': deeplift (in experiment.methods) supports "
             "only 'logit' and 'predicted' (Captum's DeepLift has no rule for the cross-entropy)"
         )
-    positive = [name for name in POSITIVE_EVIDENCE_METHODS if name in experiment["methods"]]
+    positive = [name for name in POSITIVE_EVIDENCE_METHODS if name in bases]
     if positive and config["saliency"]["target"] == "loss":
         raise ConfigError(
             f"config error: saliency.target = 'loss': {' and '.join(positive)} (in "

@@ -1,5 +1,5 @@
 """Stage `figures`: DiffROAR curves per method and per imputation, retrain vs retrain-free
-curves, attribution galleries and BlockMNIST localization."""
+curves, attribution galleries, BlockMNIST localization and the parameter-randomisation check."""
 
 from __future__ import annotations
 
@@ -280,6 +280,68 @@ def plot_localization(table_path: str, out_path: str, dataset: str) -> None:
     figure.suptitle(
         f"Localization on {dataset} test images, base seed {table['base_seed'].min()} (bars and "
         "bands: 95% intervals over the test images of one base model)"
+    )
+    _save(figure, out_path)
+
+
+def plot_sanity(table_paths: list[str], out_path: str, dataset: str) -> None:
+    """The model-parameter randomisation check (diffroar.sanity) of the first base seed: a panel
+    per model (column) and mode (row: cascading, independent), the Spearman correlation of each
+    method's maps with the trained model's against the layer reached from the output (0: the
+    trained model with fresh draws), |A| solid with its 95% band over images, signed dashed."""
+    table = pd.concat([read_table(path, "sanity") for path in table_paths], ignore_index=True)
+    table = table[table["base_seed"] == table["base_seed"].min()]
+    models, methods = sorted(table["model"].unique()), sorted(table["method"].unique())
+    colours, modes = _colours(methods), ["cascading", "independent"]
+    figure, grid = plt.subplots(
+        len(modes), len(models), figsize=(max(6.4, 0.45 * table["layers"].max() + 2.4)
+                                          * len(models), 3.8 * len(modes)),
+        sharey=True, squeeze=False,
+    )  # fmt: skip
+    for column, model in enumerate(models):
+        mine = table[table["model"] == model]
+        steps = mine[["layer_from_output", "layer", "layer_type"]].drop_duplicates()
+        steps = steps.sort_values("layer_from_output")
+        labels = [
+            "trained" if step == 0 else f"{layer.removeprefix('network.')}\n{kind}"
+            for step, layer, kind in steps.itertuples(index=False)
+        ]
+        for row, mode in enumerate(modes):
+            axis = grid[row, column]
+            rows = mine[mine["mode"].isin(["trained", mode])].sort_values("layer_from_output")
+            for method in methods:
+                for measure, linestyle in (("spearman_abs", "-"), ("spearman_signed", "--")):
+                    line = rows[(rows["method"] == method) & (rows["measure"] == measure)]
+                    axis.plot(
+                        line["layer_from_output"], line["mean"], color=colours[method],
+                        linestyle=linestyle, marker="o" if linestyle == "-" else None,
+                        label=method if linestyle == "-" else None,
+                    )  # fmt: skip
+                    if linestyle == "-" and line["ci_low"].notna().any():
+                        axis.fill_between(
+                            line["layer_from_output"], line["ci_low"], line["ci_high"],
+                            color=colours[method], alpha=0.12,
+                        )  # fmt: skip
+            axis.set_xticks(steps["layer_from_output"], labels, fontsize="x-small", rotation=45)
+            axis.axhline(0, color="black", linewidth=0.8)
+            axis.grid(alpha=0.3)
+            axis.set_ylim(-1.05, 1.05)
+            reach = (
+                "layers re-initialised from the output down to"
+                if mode == "cascading"
+                else ("the one layer re-initialised")
+            )
+            axis.set_title(f"{model}, {mode}", fontsize="small")
+            axis.set_xlabel(reach, fontsize="small")
+        grid[0, column].legend(fontsize="x-small")
+    for axis in grid[:, 0]:
+        axis.set_ylabel("Spearman ρ with the trained model")
+    images = int(table["n_images"].max()) if len(table) else 0
+    figure.suptitle(
+        f"Model-parameter randomisation on {dataset}, base seed {table['base_seed'].min()}\n"
+        f"solid: |attribution|, dashed: signed (bands: 95% intervals over {images} test "
+        "images)\nstochastic methods draw afresh for every model",
+        fontsize="medium",
     )
     _save(figure, out_path)
 

@@ -27,6 +27,9 @@ gradient is Captum's:
 - model-independent controls: `random` (uniform scores, image i's from `seeds[i]`) and `sobel`
   (the per-channel Sobel edge magnitude of the image)
 
+A config name may add modifiers to any of them (`integrated_gradients+smoothgrad+blur1`, see
+diffroar.methodnames): `resolve_method` wraps the registry's method in diffroar.modifiers.
+
 `Settings.target` picks what is explained: `logit`, the logit of the class in `labels`, or
 `loss`, the per-sample cross-entropy of that class (Captum explains the `CrossEntropy` wrapper,
 with the labels passed as an additional forward argument so that it expands them with the
@@ -74,7 +77,9 @@ from torch import nn
 
 from .checks import expect_inputs
 from .data import read_attributes
+from .methodnames import method_base, parse_method
 from .models import load_checkpoint
+from .modifiers import GOLDEN, splitmix64, with_modifiers
 from .runtime import device, log, package_version
 from .store import (
     SPLITS,
@@ -555,24 +560,29 @@ class UserMethodError(ValueError):
 
 
 def resolve_method(name: str, user: dict[str, Any] | None = None) -> Method:
-    """The method that the config name `name` stands for: the built-in METHODS[name], or, with
-    `user` (its entry as diffroar.config.user_method_settings passes it), a user function
-    (`function`) or a Captum class by name (`captum`), behind the same signature. Precomputed
-    attributions (`attributions`) are read, not computed: see `precomputed_attributions`."""
+    """The method that the config name `name` stands for: the built-in METHODS[base], or, with
+    `user` (the base's entry as diffroar.config.user_method_settings passes it), a user function
+    (`function`) or a Captum class by name (`captum`), behind the same signature; wrapped in the
+    name's modifiers (`integrated_gradients+blur1`, diffroar.methodnames) by diffroar.modifiers.
+    Precomputed attributions (`attributions`) are read, not computed: see
+    `precomputed_attributions`."""
+    base, modifiers = parse_method(name)
     if user is None:
-        if name not in METHODS:
-            raise ValueError(f"no attribution method {name!r}; built-in: {', '.join(METHODS)}")
-        return METHODS[name]
+        if base not in METHODS:
+            raise ValueError(f"no attribution method {base!r}; built-in: {', '.join(METHODS)}")
+        return with_modifiers(METHODS[base], modifiers)
     if "function" in user:
-        function = _user_callable(name, user["function"], user.get("source_sha256"))
+        function = _user_callable(base, user["function"], user.get("source_sha256"))
         params = user.get("params", {})
-        return functools.partial(_user_function, name, user["function"], function, params)
-    if "captum" in user:
-        explainer = _captum_class(name, user["captum"])
-        return functools.partial(
-            _captum_method, name, explainer, user.get("init", {}), user.get("params", {})
+        method = functools.partial(_user_function, base, user["function"], function, params)
+    elif "captum" in user:
+        explainer = _captum_class(base, user["captum"])
+        method = functools.partial(
+            _captum_method, base, explainer, user.get("init", {}), user.get("params", {})
         )
-    raise ValueError(f"method {name!r}: {user!r} is not a function or captum method")
+    else:
+        raise ValueError(f"method {name!r}: {user!r} is not a function or captum method")
+    return with_modifiers(method, modifiers)
 
 
 def _user_callable(name: str, spec: str, expected_sha256: str | None) -> Callable[..., Any]:
@@ -831,27 +841,25 @@ def precomputed_attributions(
     return arrays
 
 
-def _splitmix64(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on uint64 `values` (arithmetic modulo 2**64)."""
-    with np.errstate(over="ignore"):
-        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return values ^ (values >> np.uint64(31))
-
-
-def image_seeds(seed: int, base_seed: int, split: str, indices: np.ndarray | range) -> np.ndarray:
+def image_seeds(
+    seed: int,
+    base_seed: int,
+    split: str,
+    indices: np.ndarray | range,
+    draw: tuple[int, ...] = (),
+) -> np.ndarray:
     """The seeds (uint64, one per index) of the images at `indices` of `split`, for the methods'
     `seeds`: output i + 1 of the SplitMix64 generator (a counter-based one: output i is a function
     of i alone) started from a SeedSequence of (`seed`, `base_seed`, split). An image's seed
     depends on nothing else: not on the block or batch it is attributed in, nor on the model
     beyond its base seed (so `random` masks differ between base seeds and agree between the
-    models trained from one base seed)."""
-    (key,) = np.random.SeedSequence([seed, base_seed, SPLITS.index(split)]).generate_state(
-        1, np.uint64
-    )
+    models trained from one base seed). `draw` (integers >= 0) joins the SeedSequence for fresh
+    draws of the same images (diffroar.sanity's randomised models); () gives the stage's seeds."""
+    words = [seed, base_seed, SPLITS.index(split), *draw]
+    (key,) = np.random.SeedSequence(words).generate_state(1, np.uint64)
     counters = np.asarray(indices, dtype=np.uint64) + np.uint64(1)
     with np.errstate(over="ignore"):
-        return _splitmix64(key + counters * np.uint64(0x9E3779B97F4A7C15))
+        return splitmix64(key + counters * GOLDEN)
 
 
 def batch_sizes(settings: dict[str, Any], on: torch.device) -> dict[str, int]:
@@ -890,7 +898,7 @@ def run_saliency(
     expect_inputs(expected, [dataset_path, checkpoint_path])  # identities the rule expects
     seed = int(settings.get("seed", 0))
     model, checkpoint = load_checkpoint(checkpoint_path, expected_fingerprint)
-    if method == "gradcam":  # a user architecture's layer is first known here
+    if method_base(method) == "gradcam":  # a user architecture's layer is first known here
         try:
             _gradcam_layer(model, settings.get("layer"))
         except ValueError as error:

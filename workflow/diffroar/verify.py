@@ -63,10 +63,17 @@ PATTERNS = [
         r"noretrain/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<base_seed>\d+)\.parquet",
         "noretrain",
     ),
+    (
+        r"sanity/(?P<dataset>[^/]+)/(?P<model>[^/]+)/seed(?P<base_seed>\d+)\.parquet",
+        "sanity",
+    ),
     (r"tables/(?P<dataset>[^/]+)/(?:metrics|diffroar)\.parquet", "metrics"),
     (r"tables/(?P<dataset>[^/]+)/comparisons\.parquet", "comparisons"),
     (r"tables/(?P<dataset>[^/]+)/localization\.parquet", "localization"),
-    (r"(?:metrics|diffroar|comparisons|localization|noretrain)\.parquet", "combine_table"),
+    (
+        r"(?:metrics|diffroar|comparisons|localization|noretrain|sanity)\.parquet",
+        "combine_table",
+    ),
 ]
 NUMBERS = ("seed", "base_seed", "retrain_seed")
 

@@ -78,6 +78,7 @@ STAGES = (
     "diffroar.compare",
     "diffroar.robust",
     "diffroar.localization",
+    "diffroar.sanity",
     "diffroar.figures",
     "diffroar.verify",
 )
