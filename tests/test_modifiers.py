@@ -154,5 +154,5 @@ def test_a_derived_method_has_the_method_signature_and_wants_one_seed_per_image(
     method = resolve_method("gradient+smoothgrad+blur1")
     with pytest.raises(ValueError, match="got 2 seeds for 3 images"):
         method(linear_model(), images, labels, DEFAULT, seeds=_seeds(images)[:2])
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="no attribution method 'lime'"):
         resolve_method("lime+blur1")

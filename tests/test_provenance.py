@@ -114,6 +114,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "provenance",  # metrics fingerprints the runs it aggregates
         "runtime",
         "store",
+        "usercode",  # config finds and hashes user methods' modules
     ]
 
 
