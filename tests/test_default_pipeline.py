@@ -23,7 +23,7 @@ def default_run():
     return run.workdir / "results"
 
 
-DATASETS, MODELS, METHODS = ["digits", "blockdigits"], ["mlp_standard", "mlp_linf"], 2
+DATASETS, MODELS, METHODS = ["digits", "blockdigits"], ["mlp_standard", "mlp_linf"], 3
 IMPUTATIONS, KS, ORDERS, BASE_SEEDS = ["mean", "noisy_linear", "mask_only"], 3, 2, 3
 
 
@@ -44,9 +44,9 @@ def diffroar(table, dataset, model, method, imputation="mean"):
 
 
 def test_every_output_exists(default_run):
-    for name in ("metrics", "diffroar", "noretrain", "localization", "comparisons"):
+    for name in ("metrics", "diffroar", "noretrain", "localization", "comparisons", "sanity"):
         assert (default_run / f"{name}.parquet").exists()
-    for kind in ("methods", "imputation", "noretrain", "attributions", "ranking"):
+    for kind in ("methods", "imputation", "noretrain", "attributions", "ranking", "sanity"):
         for dataset in DATASETS:
             assert (default_run / "figures" / f"{kind}-{dataset}.png").stat().st_size > 10_000
     assert (default_run / "figures" / "localization-blockdigits.png").stat().st_size > 10_000
@@ -142,3 +142,16 @@ def test_the_random_control_is_drawn_per_base_seed_and_shared_by_models(default_
         values="test_accuracy",
     )
     assert (accuracies.nunique(axis=1) > 1).any()  # the base seeds are not the same runs
+
+
+def test_the_randomisation_check_separates_the_gradient_from_the_controls(default_run):
+    table = pd.read_parquet(default_run / "sanity.parquet")
+    layers = 3  # Linear(d, 256), Linear(256, 256), Linear(256, classes)
+    assert len(table) == len(DATASETS) * len(MODELS) * BASE_SEEDS * METHODS * (1 + 2 * layers) * 2
+    absolute = table[table["measure"] == "spearman_abs"].set_index(
+        ["dataset", "model", "base_seed", "method", "mode", "layer_from_output"]
+    )["mean"]
+    assert absolute.xs("random", level="method").abs().max() < 0.1  # fresh draws every time
+    gradient = absolute.xs("gradient", level="method")
+    assert (gradient.xs("trained", level="mode") == 1).all()
+    assert gradient.xs(("cascading", layers), level=("mode", "layer_from_output")).max() < 0.5

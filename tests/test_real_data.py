@@ -47,5 +47,5 @@ def test_every_table_and_figure_is_written(results):
     assert (base > 0.9).all()  # T-shirt vs trouser is easy even after 3 epochs
     localization = pd.read_parquet(results / "localization.parquet")
     assert set(localization["method"]) == {"gradient", "random"}
-    for kind in ("methods", "imputation", "noretrain", "attributions", "localization"):
+    for kind in ("methods", "imputation", "noretrain", "attributions", "localization", "sanity"):
         assert (results / "figures" / f"{kind}-blockfashion.png").stat().st_size > 10_000

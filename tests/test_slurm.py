@@ -19,7 +19,9 @@ from workflow_helpers import REPO, SNAKEMAKE, job_counts, snakemake
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
 # Rules whose jobs go to Slurm; the others are local rules (Snakefile `localrules`).
-SUBMITTED_RULES = {"data", "train", "saliency", "mask", "retrain", "noretrain", "localization"}
+SUBMITTED_RULES = {
+    "data", "train", "saliency", "mask", "retrain", "noretrain", "localization", "sanity",
+}  # fmt: skip
 FIGURES = ["methods", "imputation", "noretrain", "attributions", "localization"]
 # The local Slurm keeps no accounting: job states come from squeue, checked every few seconds.
 PROFILE = [
@@ -70,7 +72,7 @@ def slurm_state(slurm_id: int) -> str:
 @pytest.fixture(scope="module")
 def through_slurm(slurm, tmp_path_factory):
     """The small cut of the tiny config (tests/small_runs.py: one model, method, imputation and
-    k; 9 Slurm jobs) run to its default target, figures included, through the Slurm profile; its
+    k; 8 Slurm jobs) run to its default target, figures included, through the Slurm profile; its
     output and wall time."""
     workdir = small_workflow(tmp_path_factory.mktemp("slurm"))
     planned = job_counts(snakemake(workdir, "--dry-run").stdout)

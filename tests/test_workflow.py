@@ -28,10 +28,15 @@ from workflow_helpers import (
 pytestmark = pytest.mark.workflow
 
 # the tiny config with one keep fraction (tests/data/tiny.yaml has two): what the tests below
-# check does not need a second one, and a test adds one
-MODELS, METHODS, KS, ORDERS = ["tiny_standard", "tiny_l2"], ["gradient", "random"], [0.1], 2
+# check does not need a second one, and a test adds one; and a derived method (a modifier over a
+# built-in one) beside the two of tiny.yaml
+MODELS, KS, ORDERS = ["tiny_standard", "tiny_l2"], [0.1], 2
+METHODS = ["gradient", "random", "gradient+blur1"]
+GRADIENT_METHODS = 2  # the methods that explain a target: gradient and gradient+blur1
 IMPUTATIONS = ["mean", "noisy_linear"]
-FIGURE_KINDS = ["methods", "ranking", "imputation", "noretrain", "attributions", "localization"]
+FIGURE_KINDS = [
+    "methods", "ranking", "imputation", "noretrain", "attributions", "localization", "sanity",
+]  # fmt: skip
 FIGURES = [f"{kind}-blockdigits" for kind in FIGURE_KINDS]
 FIGURE_RULES = {f"figure_{kind}" for kind in FIGURE_KINDS}
 
@@ -40,7 +45,7 @@ FIGURE_RULES = {f"figure_{kind}" for kind in FIGURE_KINDS}
 def finished(tmp_path_factory):
     """A copy of the workflow after a complete run of the tiny config."""
     workdir = copy_workflow(tmp_path_factory.mktemp("finished"))
-    set_config(workdir, experiment={"keep_fractions": KS})
+    set_config(workdir, experiment={"keep_fractions": KS, "methods": METHODS})
     result = snakemake(workdir, "--cores", "2")
     (workdir / "run.log").write_text(result.stdout + result.stderr)
     return workdir
@@ -154,6 +159,40 @@ def test_noretrain_table_has_both_curves_for_every_mask(finished):
     assert row["removed_fraction"] == pytest.approx(1 - 13 / 128)
 
 
+def test_a_derived_method_has_its_own_stores_rows_and_attributions(finished):
+    results = finished / "results"
+    directory = results / "saliency" / "blockdigits" / "tiny_standard" / "seed0"
+    blurred = zarr.open_group(str(directory / "gradient+blur1.zarr"), mode="r")
+    assert blurred.attrs["method"] == "gradient+blur1"
+    assert blurred.attrs["settings"]["target"] == "logit"  # and sigma is in the name
+    plain = zarr.open_group(str(directory / "gradient.zarr"), mode="r")
+    from scipy import ndimage  # the blur of the stored gradient, plane by plane
+
+    gradient = plain["test"]["attributions"][...]
+    expected = ndimage.gaussian_filter(gradient, (0, 0, 1, 1), mode="reflect")
+    np.testing.assert_allclose(blurred["test"]["attributions"][...], expected, atol=1e-6)
+    masked = results / "masked/blockdigits/tiny_standard/seed0/gradient+blur1/mean/top-k0.1.zarr"
+    assert zarr.open_group(str(masked), mode="r").attrs["masking"]["method"] == "gradient+blur1"
+    table = pd.read_parquet(results / "diffroar.parquet")
+    assert len(table[table["method"] == "gradient+blur1"]) == len(MODELS) * len(IMPUTATIONS)
+
+
+def test_the_randomisation_check_covers_every_base_model_and_method(finished):
+    table = pd.read_parquet(finished / "results" / "sanity.parquet")
+    layers = 2  # tiny mlps: Linear(128, 32), Linear(32, 2)
+    assert len(table) == len(MODELS) * len(METHODS) * (1 + 2 * layers) * 2  # two measures
+    assert set(table["method"]) == set(METHODS) and set(table["model"]) == set(MODELS)
+    assert set(table["layer"]) == {"none", "network.1", "network.3"}
+    random = table[table["method"] == "random"]
+    assert random["mean"].abs().max() < 0.1  # fresh draws for every randomised model
+    for method in ("gradient", "gradient+blur1"):
+        rows = table[(table["method"] == method) & (table["measure"] == "spearman_abs")]
+        assert (rows[rows["mode"] == "trained"]["mean"] == 1).all()
+        assert (rows[rows["mode"] == "cascading"]["mean"] < 1).all()
+    per_model = finished / "results" / "sanity" / "blockdigits" / "tiny_l2" / "seed0.parquet"
+    assert len(pd.read_parquet(per_model)) == len(table) // len(MODELS)
+
+
 def test_complete_run_has_nothing_to_do(copy_of_finished):
     assert planned_jobs(copy_of_finished) == {}
 
@@ -230,11 +269,33 @@ def test_changing_a_method_setting_reruns_only_the_methods_that_use_it(copy_of_f
     set_config(copy_of_finished, saliency={"batch_size": 7, "internal_batch_size": 3})
     assert planned_jobs(copy_of_finished) == {}
     set_config(copy_of_finished, saliency={"target": "loss"})  # every gradient method
-    assert planned_jobs(copy_of_finished)["saliency"] == len(MODELS)  # gradient, not random
+    # gradient and gradient+blur1, not random
+    assert planned_jobs(copy_of_finished)["saliency"] == len(MODELS) * GRADIENT_METHODS
     set_config(copy_of_finished, saliency={"target": "predicted"})
     jobs = planned_jobs(copy_of_finished)
-    assert jobs["saliency"] == len(MODELS)  # gradient, not random
+    assert jobs["saliency"] == len(MODELS) * GRADIENT_METHODS
     assert "train" not in jobs and "robust" not in jobs
+
+
+def test_a_new_blur_reruns_only_its_saliency_and_what_follows(copy_of_finished):
+    # a modifier's settings are in its name: another sigma is another method, computed alone
+    methods = ["gradient", "random", "gradient+blur2"]
+    set_config(copy_of_finished, experiment={"methods": methods})
+    jobs = planned_jobs(copy_of_finished)
+    assert jobs["saliency"] == len(MODELS)  # gradient+blur2 only: not gradient, not random
+    assert jobs["mask"] == jobs["retrain"] == len(MODELS) * len(IMPUTATIONS) * len(KS)
+    assert {"data", "train", "robust"}.isdisjoint(jobs)
+    # the checks that attribute with every method of a base model, and the tables
+    assert jobs["sanity"] == jobs["noretrain"] == len(MODELS) and jobs["metrics"] == 1
+    # a final abs would rank as its base does; a bad sigma stops before any job
+    for bad, message in [
+        ("gradient+abs", "ranks every coordinate as 'gradient' does"),
+        ("gradient+blur0", "blur's sigma must be > 0"),
+    ]:
+        set_config(copy_of_finished, experiment={"methods": ["gradient", bad]})
+        result = snakemake(copy_of_finished, "--dry-run", check=False)
+        assert result.returncode != 0 and message in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_a_stronger_eval_attack_reruns_only_the_robust_accuracy(copy_of_finished):
@@ -255,7 +316,7 @@ def test_editing_training_code_reruns_training_and_everything_after(copy_of_fini
     assert jobs["train"] == len(MODELS)
     assert jobs["saliency"] == len(MODELS) * len(METHODS)
     assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS)
-    assert jobs["noretrain"] == len(MODELS)
+    assert jobs["noretrain"] == len(MODELS) and jobs["sanity"] == len(MODELS)
     assert all(jobs[rule] == 1 for rule in FIGURE_RULES)
 
 

@@ -85,7 +85,19 @@ def test_pixel_ranking_reaches_the_masks(finished):
     assert masking["imputation"] == "channel_mean"
 
 
+def test_the_randomisation_check_runs_every_method_on_the_cnn(finished):
+    table = pd.read_parquet(finished / "sanity.parquet")
+    assert set(table["model"]) == {"tiny_cnn"}  # sanity.models: not the resnet18
+    assert sorted(table["method"].unique()) == sorted(METHODS)
+    assert set(table["n_images"] + table["n_undefined"]) == {16}
+    layers = ["network.conv1", "network.conv2", "network.fc1", "network.classifier"]
+    cascading = table[(table["mode"] == "cascading") & (table["method"] == "sobel")]
+    assert list(cascading["layer"].drop_duplicates()) == layers[::-1]  # from the output down
+    assert (table[table["method"] == "sobel"]["mean"] == 1).all()  # it ignores the model
+
+
 def test_every_figure_is_drawn(finished):
+    assert (finished / "figures" / "sanity-blockdigits.png").stat().st_size > 10_000
     for kind in FIGURES:
         assert (finished / "figures" / f"{kind}-blockdigits.png").stat().st_size > 10_000, kind
 

@@ -296,7 +296,7 @@ def plot_sanity(table_paths: list[str], out_path: str, dataset: str) -> None:
     figure, grid = plt.subplots(
         len(modes), len(models), figsize=(max(6.4, 0.45 * table["layers"].max() + 2.4)
                                           * len(models), 3.8 * len(modes)),
-        sharey=True, squeeze=False,
+        sharey=True, squeeze=False, layout="constrained",
     )  # fmt: skip
     for column, model in enumerate(models):
         mine = table[table["model"] == model]
@@ -333,7 +333,9 @@ def plot_sanity(table_paths: list[str], out_path: str, dataset: str) -> None:
             )
             axis.set_title(f"{model}, {mode}", fontsize="small")
             axis.set_xlabel(reach, fontsize="small")
-        grid[0, column].legend(fontsize="x-small")
+    handles, labels = grid[0, 0].get_legend_handles_labels()
+    columns = min(len(methods), 3 * len(models))  # what fits under the panels
+    figure.legend(handles, labels, loc="outside lower center", ncol=columns, fontsize="small")
     for axis in grid[:, 0]:
         axis.set_ylabel("Spearman ρ with the trained model")
     images = int(table["n_images"].max()) if len(table) else 0
