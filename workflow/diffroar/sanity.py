@@ -218,11 +218,11 @@ def run_sanity(
     trained = copy.deepcopy(model).to(on)
     prepared = {}
     for name, settings in methods.items():
-        fields = {key: value for key, value in settings.items() if key != "seed"}
+        fields = {k: v for k, v in settings.items() if k not in ("seed", "user_method")}
         resolved = Settings(
             **(fields | batch_sizes(batch, on)), channel_mean=tuple(dataset["channel_mean"])
         )
-        method = resolve_method(name)
+        method = resolve_method(name, settings.get("user_method"))  # a user method: its entry
         classes = explained_classes(trained, images, labels, resolved)
         method_seed = int(settings.get("seed", 0))
         seeds = image_seeds(method_seed, base_seed, "test", indices)
