@@ -68,8 +68,9 @@ def test_closure_of_a_leaf_module_is_itself():
 
 
 def test_config_shares_only_its_light_tables_with_the_stages():
-    # editing validation messages must not retrain models
-    assert module_closure("config") == ["architectures", "config", "datafiles"]
+    # editing validation messages must not retrain models (usercode finds and hashes user
+    # methods' code for the config check and the saliency jobs alike)
+    assert module_closure("config") == ["architectures", "config", "datafiles", "usercode"]
     assert "config" not in module_closure("train")
 
 
@@ -101,6 +102,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "provenance",  # metrics fingerprints the runs it aggregates
         "runtime",
         "store",
+        "usercode",  # config finds user methods' modules
     ]
 
 
