@@ -1,6 +1,7 @@
 """The example a newcomer copies (examples/own-method.yaml, README "Evaluate your own method"): a
 user attribution method, a user architecture and an imported checkpoint, run end to end from the
-repository root as the README says, cut to one k, the mean fill and the mask-only control, two epochs (one run, about 50 jobs)."""
+repository root as the README says, cut to one k, the mean fill and the mask-only control and two
+epochs (one run, about 50 jobs)."""
 
 from __future__ import annotations
 

@@ -11,10 +11,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from small_runs import CHECKPOINT, TABLES, clean_run, copy_run, small_workflow
-from workflow_helpers import REPO, SNAKEMAKE, job_counts, snakemake
+import torch
+from diffroar.data import read_attributes
+from diffroar.models import load_checkpoint
+from diffroar.saliency import Settings, gradient_x_input
+from diffroar.store import SPLITS, read_split
+from small_runs import CHECKPOINT, SALIENCY, SMALL, TABLES, clean_run, copy_run, small_workflow
+from workflow_helpers import REPO, SNAKEMAKE, job_counts, set_config, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
@@ -33,6 +39,18 @@ PROFILE = [
     "2",
 ]
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+# A user method (the config's `methods`) in a module of the run's working directory: on Slurm it
+# runs as a built-in does. Input times the gradient of the target logit, by hand.
+USER_METHOD = "by_hand"
+USER_MODULE = """
+import torch
+
+
+def input_x_gradient(model, inputs, targets):
+    inputs = inputs.detach().clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(model(inputs).gather(1, targets[:, None]).sum(), inputs)
+    return inputs.detach() * gradient
+"""
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +89,16 @@ def slurm_state(slurm_id: int) -> str:
 
 @pytest.fixture(scope="module")
 def through_slurm(slurm, tmp_path_factory):
-    """The small cut of the tiny config (tests/small_runs.py: one model, method, imputation and
-    k; 8 Slurm jobs) run to its default target, figures included, through the Slurm profile; its
-    output and wall time."""
+    """The small cut of the tiny config (tests/small_runs.py: one model, imputation and k) with
+    the user method beside `gradient`, run to its default target (the randomisation check and
+    the figures included) through the Slurm profile; its output and wall time."""
     workdir = small_workflow(tmp_path_factory.mktemp("slurm"))
+    (workdir / "slurm_methods.py").write_text(USER_MODULE)
+    set_config(
+        workdir,
+        methods={USER_METHOD: {"function": "slurm_methods:input_x_gradient"}},
+        experiment={"methods": [*SMALL["methods"], USER_METHOD]},
+    )
     planned = job_counts(snakemake(workdir, "--dry-run").stdout)
     started = time.monotonic()
     result = snakemake(workdir, *PROFILE)
@@ -97,13 +121,16 @@ def test_every_cluster_job_went_through_sbatch(through_slurm):
 
 
 def test_slurm_run_equals_the_local_run(through_slurm, tmp_path_factory):
-    # the local run of the same config is the session's shared one (tests/small_runs.py)
+    # the local run of the config without the user method is the session's shared one
+    # (tests/small_runs.py)
     slurm_dir, local_dir = through_slurm[0], clean_run(tmp_path_factory)
     for path in TABLES:
         table = Path(path).stem
-        columns = ["test_accuracy"] if table == "metrics" else None
+        columns = ["method", "test_accuracy"] if table == "metrics" else None
         remote = pd.read_parquet(slurm_dir / path, columns=columns)
         local = pd.read_parquet(local_dir / path, columns=columns)
+        assert set(remote["method"]) == {*SMALL["methods"], USER_METHOD}, table
+        remote = remote[remote["method"] != USER_METHOD].reset_index(drop=True)
         if table != "metrics":
             remote = remote.drop(columns=["package_version"], errors="ignore")
             local = local.drop(columns=["package_version"], errors="ignore")
@@ -113,6 +140,25 @@ def test_slurm_run_equals_the_local_run(through_slurm, tmp_path_factory):
             slurm_dir / "results" / "figures" / f"{kind}-blockdigits.png"
         ).stat().st_size > 10_000
     print(f"small cut: {through_slurm[3]:.0f} s through Slurm")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's, on inputs without gradients
+def test_a_user_method_runs_on_slurm_as_a_built_in(through_slurm):
+    # its Slurm job imported the module from the run's working directory: input x gradient
+    workdir = through_slurm[0]
+    model, _ = load_checkpoint(workdir / CHECKPOINT)
+    store = workdir / SALIENCY.parent / f"{USER_METHOD}.zarr"
+    dataset = workdir / "results" / "data" / "blockdigits.zarr"
+    pixel_max = np.float32(read_attributes(dataset)["pixel_max"])
+    for split in SPLITS:
+        stored = read_split(dataset, split)
+        images = torch.from_numpy(stored["images"].astype(np.float32) / pixel_max)
+        labels = torch.from_numpy(stored["labels"])
+        seeds = np.zeros(len(images), dtype=np.uint64)
+        expected = gradient_x_input(model, images, labels, Settings(), seeds=seeds).numpy()
+        values = read_split(store, split)["attributions"]
+        np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-7)
+        assert np.abs(values).sum() > 0
 
 
 def test_a_cancelled_job_fails_the_run_and_a_rerun_completes_it(slurm, tmp_path_factory, tmp_path):
@@ -154,8 +200,8 @@ def test_one_figure_submits_only_what_it_needs(through_slurm, tmp_path):
     # the bottom-k retraining and what was made of it are gone (Snakemake regenerates a missing
     # intermediate file only when something downstream of it has to be rebuilt); one job
     # retrains the mask pair, so the top-k model is retrained with it, to the same numbers
-    (bottom,) = (workdir / "results" / "retrain").rglob("bottom-k0.1")
-    (top,) = (workdir / "results" / "retrain").rglob("top-k0.1")
+    (bottom,) = (workdir / "results" / "retrain").rglob("gradient/mean/bottom-k0.1")
+    (top,) = (workdir / "results" / "retrain").rglob("gradient/mean/top-k0.1")
     top_metrics = {path: json.loads(path.read_text()) for path in top.rglob("metrics.json")}
     assert top_metrics
     shutil.rmtree(bottom)
