@@ -78,7 +78,6 @@ def test_config_shares_only_its_light_tables_with_the_stages():
         "datafiles",
         "methodnames",
         "plugins",
-        "usercode",
     ]
     assert "config" not in module_closure("train")
     assert "config" not in module_closure("saliency")
@@ -109,12 +108,11 @@ def test_closure_recognises_every_import_form(package_copy):
         "methodnames",  # config parses derived method names
         "metrics",
         "models",
-        "plugins",  # models finds and imports user architectures
+        "plugins",  # models and config find, hash and import user code
         "probe",
         "provenance",  # metrics fingerprints the runs it aggregates
         "runtime",
         "store",
-        "usercode",  # config finds and hashes user methods' modules
     ]
 
 

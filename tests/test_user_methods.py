@@ -25,6 +25,7 @@ import torch
 import zarr
 from diffroar import saliency
 from diffroar.config import precomputed_path, user_method_settings
+from diffroar.plugins import content_sha256, find_module_file, source_sha256
 from diffroar.saliency import (
     Settings,
     UserMethodError,
@@ -34,7 +35,6 @@ from diffroar.saliency import (
     run_saliency,
 )
 from diffroar.store import SPLITS, read_split
-from diffroar.usercode import content_sha256, module_file, source_sha256
 from scipy import ndimage
 from small_runs import clean_run, copy_run
 from test_bad_values import Case, check_in_process, run_case
@@ -329,8 +329,8 @@ def test_finding_and_hashing_a_module_never_runs_it(plugins, tmp_path):
     Path("pkg/__init__.py").write_text(f"open({str(marker)!r}, 'w').write('package ran')\n")
     Path("pkg/sub/__init__.py").write_text("")
     Path("pkg/sub/methods.py").write_text("def fn(m, x, t):\n    return x\n")
-    assert module_file("loud") == Path.cwd() / "loud.py"
-    assert module_file("pkg.sub.methods") == Path.cwd() / "pkg" / "sub" / "methods.py"
+    assert find_module_file("loud") == Path.cwd() / "loud.py"
+    assert find_module_file("pkg.sub.methods") == Path.cwd() / "pkg" / "sub" / "methods.py"
     _settings({"function": "loud:fn"})
     _settings({"function": "pkg.sub.methods:fn"})
     assert not marker.exists()
@@ -358,12 +358,14 @@ def test_a_precomputed_fingerprint_follows_the_content_of_its_files(tiny_stores,
 # --- bad plug-ins in the job: the job names the method and writes nothing --------------------
 
 BAD_FUNCTIONS = [
-    ("module not importable", "nowhere:fn", None, r"cannot be imported: ModuleNotFoundError"),
+    ("module not importable", "nowhere:fn", None,
+     r"cannot import module 'nowhere' \(not found .*\): ModuleNotFoundError"),
     ("no such callable", "bad:missing", "def fn(m, x, t):\n    return x\n",
-     r"no such callable: .*missing"),
-    ("not callable", "bad:fn", "fn = object()\n", r"is a object, not callable"),
+     r"module 'bad' \(.*bad\.py\) defines no 'missing'"),
+    ("not callable", "bad:fn", "fn = object()\n",
+     r"bad:fn \(.*\) is not callable \(its type: object\)"),
     ("module raises on import", "bad:fn", "raise RuntimeError('no GPU here')\n",
-     r"cannot be imported: RuntimeError: no GPU here"),
+     r"cannot import module 'bad' \(.*bad\.py\): RuntimeError: no GPU here"),
     ("callable raises", "bad:fn", "def fn(m, x, t):\n    raise KeyError('sigma')\n",
      r"raised KeyError: 'sigma'"),
     ("wrong output shape", "bad:fn", "def fn(m, x, t):\n    return x[:, :1]\n",
@@ -524,7 +526,10 @@ CONFIG_CASES = [
     ),
     config_case(
         "module not importable",
-        ["methods.mine.function = 'nowhere:fn': no module 'nowhere' in ", "working directory"],
+        [
+            "methods.mine.function = 'nowhere:fn': module 'nowhere' not found: no module "
+            "'nowhere' in the working directory or PYTHONPATH (",
+        ],
         {"mine": {"function": "nowhere:fn"}},
     ),
     config_case(
@@ -536,13 +541,13 @@ CONFIG_CASES = [
         "a module that does not parse",
         [
             "methods.mine.function = 'broken:fn': ",
-            "broken.py does not parse: expected ':' (line 1)",
+            "broken.py, line 1: syntax error: expected ':'",
         ],
         {"mine": {"function": "broken:fn"}},
     ),
     config_case(
         "no such callable",
-        ["mine.py defines no 'edge'", "(its functions and classes: fn)"],
+        ["mine.py) defines no 'edge'", "(its functions and classes: fn)"],
         {"mine": {"function": "mine:edge"}},
     ),
     config_case(

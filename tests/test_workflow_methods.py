@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from diffroar.usercode import source_sha256
+from diffroar.plugins import source_sha256
 from small_runs import copy_run
 from workflow_helpers import copy_workflow, job_counts, snakemake
 

@@ -30,14 +30,14 @@ from .datafiles import (
 from .methodnames import MODIFIER_FORMS, NOISE_TUNNELS, MethodNameError, method_base, parse_method
 from .plugins import (
     PluginError,
+    captum_names,
     check_plugin,
+    content_sha256,
     file_sha256,
     is_plugin,
     source_sha256,
     weights_format,
 )
-from .usercode import callable_problem, captum_names, content_sha256
-from .usercode import source_sha256 as callable_sha256
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Attribution methods (diffroar.saliency.METHODS has one function per name).
@@ -735,7 +735,7 @@ def model_file_hashes(model: dict[str, Any]) -> dict[str, str]:
     checkpoint's file ({} for a built-in trained here). Nothing is imported or run."""
     hashes = {}
     if is_user_architecture(model["architecture"]):
-        hashes["source_sha256"] = source_sha256(model["architecture"].split(":")[0])
+        hashes["source_sha256"] = source_sha256(model["architecture"])
     if "checkpoint" in model:
         hashes["checkpoint_sha256"] = file_sha256(model["checkpoint"])
     return hashes
@@ -798,7 +798,7 @@ def method_settings(
     return settings
 
 
-# --- user methods: the `methods` section (diffroar.usercode finds and hashes their code) ------
+# --- user methods: the `methods` section (diffroar.plugins finds and hashes their code) -------
 # What an entry under `methods` is: a function `module:callable`, a Captum class by name, or
 # precomputed attributions; exactly one of these keys.
 USER_METHOD_KINDS = ("function", "captum", "attributions")
@@ -856,7 +856,7 @@ def precomputed_layout(path: str | Path) -> tuple[str, list[str] | None]:
 
 def _check_user_method(name: str, entry: dict[str, Any], config: dict[str, Any]) -> None:
     """Refuse a `methods` entry that cannot run, before any job: its kind, its keys, and what
-    its code or files tell without running them (diffroar.usercode)."""
+    its code or files tell without running them (diffroar.plugins)."""
     where = f"methods.{name}"
     kinds = [kind for kind in USER_METHOD_KINDS if kind in entry]
     if len(kinds) != 1:
@@ -884,12 +884,12 @@ def _check_user_method(name: str, entry: dict[str, Any], config: dict[str, Any])
                 f"saliency stage itself (it passes {', '.join(RESERVED_PARAMS[kind])})"
             )
     if kind == "function":
-        problem = callable_problem(entry["function"])
-        if problem:
+        try:
+            check_plugin(entry["function"])
+        except PluginError as error:
             raise ConfigError(
-                f"config error: {where}.function = {entry['function']!r}: {problem} (user "
-                "modules are found in the working directory of the run, then on PYTHONPATH)"
-            )
+                f"config error: {where}.function = {entry['function']!r}: {error}"
+            ) from error
     elif kind == "captum":
         names = captum_names()
         if names is not None and entry["captum"] not in names:
@@ -968,7 +968,7 @@ def user_method_settings(
         return {"user_method": {"attributions": path, "sha256": content_sha256(path, names)}}
     user = {kind: entry[kind], "params": entry.get("params", {})}
     if kind == "function":
-        user["source_sha256"] = callable_sha256(entry["function"])
+        user["source_sha256"] = source_sha256(entry["function"])
     else:
         user["init"] = entry.get("init", {})
     settings = {key: saliency_cfg[key] for key in ("target", "seed")}

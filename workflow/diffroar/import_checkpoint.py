@@ -25,10 +25,10 @@ from torch import nn
 
 from .checks import expect_inputs
 from .data import read_attributes
-from .models import Normalize, build_model, model_spec, save_checkpoint
+from .models import Normalize, build_model, model_spec
 from .plugins import PluginError, weights_format
-from .runtime import device, log, package_version, write_json
-from .train import accuracy, load_tensors, training_mode
+from .runtime import device, log
+from .train import accuracy, load_tensors, model_info, write_base_model
 
 WRAPPED = ("normalize.", "network.")  # key prefixes of the model as diffroar saves it
 NORMALIZE_KEYS = ("normalize.mean", "normalize.std")
@@ -250,27 +250,15 @@ def run_import(
         model_name,
         test_accuracy,
     )
-    info = {
-        "dataset": dataset,
-        "model": model_name,
-        "seed": seed,
-        "config_fingerprint": config_fingerprint,
-        "source": "imported",
-        "imported_file": str(weights_path),
-        "imported_sha256": sha256,
-        "imported_layout": layout,
-        "package_version": package_version(),
-        "torch_version": torch.__version__,
-    }
-    save_checkpoint(checkpoint_path, model.cpu(), spec, info)
-    write_json(
-        metrics_path,
-        {
-            **info,
-            "architecture": model_cfg["architecture"],
-            "training_mode": training_mode(model_cfg),
-            "config": {"model": model_cfg},
-            "test_accuracy": test_accuracy,
-            "wall_seconds": time.perf_counter() - started,
-        },
+    info = model_info(
+        dataset,
+        model_name,
+        seed,
+        config_fingerprint,
+        source="imported",
+        imported_file=str(weights_path),
+        imported_sha256=sha256,
+        imported_layout=layout,
     )
+    results = {"config": {"model": model_cfg}, "test_accuracy": test_accuracy}
+    write_base_model(checkpoint_path, metrics_path, model, spec, info, model_cfg, results, started)

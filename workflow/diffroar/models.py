@@ -183,10 +183,9 @@ def model_spec(model_cfg: dict[str, Any], dataset_attributes: dict[str, Any]) ->
     architecture = model_cfg["architecture"]
     options = architecture_options(model_cfg)
     if is_user_architecture(architecture):
-        module = architecture.split(":")[0]
-        found = source_sha256(module)
-        expected = model_cfg.get("source_sha256", found)
-        if found != expected:
+        found = source_sha256(architecture)
+        if model_cfg.get("source_sha256", found) != found:
+            module = architecture.split(":")[0]
             raise PluginError(
                 f"architecture {architecture!r}: {find_module_file(module)} changed after the "
                 "workflow computed its fingerprint; run the workflow again"

@@ -1,9 +1,12 @@
-"""User code named in the config as `module:callable`, and the files a run reads from outside.
+"""User code and data named in the config: `module:callable` (a user architecture,
+`models.<name>.architecture`; a user attribution method, `methods.<name>.function`), Captum class
+names, and the files a run reads from outside (imported checkpoints, precomputed attributions).
 
 Two sides, kept apart on purpose:
-- at config time (the Snakefile) the module is only *found* (importlib's PathFinder, which reads
+- at config time (the Snakefile) a module is only *found* (importlib's PathFinder, which reads
   directories, never executes a module, not even a package's __init__), its source hashed for the
-  fingerprints and parsed to see that it defines the callable;
+  fingerprints and parsed (ast) to see that it defines the callable: a dry run imports no user
+  code, and the rule params change exactly when the file does;
 - in the job the module is *imported* (`load_callable`), after the run's working directory and
   PYTHONPATH have been put first on sys.path. The warm worker (diffroar.worker) never imports user
   code itself: every job is a fresh fork, so an edited module is always the one that runs.
@@ -20,7 +23,7 @@ import importlib.machinery
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import Any
 
 # `module:callable`, the module a dotted name (my_nets, lab.nets), the callable a name in it.
 PLUGIN = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class PluginError(ValueError):
@@ -39,6 +43,14 @@ def is_plugin(name: Any) -> bool:
     return isinstance(name, str) and PLUGIN.fullmatch(name) is not None
 
 
+def split_plugin(name: Any) -> tuple[str, str]:
+    """('module', 'callable') of a `module:callable` text; PluginError if malformed."""
+    if not is_plugin(name):
+        raise PluginError(f"{name!r} is not 'module:callable' (e.g. my_attributions:edge_gradient)")
+    module, _, attribute = name.partition(":")
+    return module, attribute
+
+
 def search_dirs() -> list[str]:
     """Where user modules are looked for first: the working directory of the run, then the
     entries of PYTHONPATH (then, when importing, the rest of sys.path: installed packages)."""
@@ -46,28 +58,33 @@ def search_dirs() -> list[str]:
     return list(dict.fromkeys([os.getcwd(), *extra]))
 
 
-def find_module_file(module: str) -> Path:
-    """The source file of `module` (dotted) as an import in a job would find it, without
-    executing anything; raises PluginError when there is none or it is not Python source."""
-    dirs = search_dirs()
-    path = dirs + [entry for entry in sys.path if entry and entry not in dirs]
+def find_module_file(module: str, path: Iterable[str] | None = None) -> Path:
+    """The source file of `module` (dotted: its packages are looked up level by level) as an
+    import in a job would find it (on `path`, default `search_dirs()` then sys.path), without
+    executing anything; PluginError when there is none or it is not Python source."""
+    if path is None:
+        dirs = search_dirs()
+        locations = dirs + [entry for entry in sys.path if entry and entry not in dirs]
+    else:
+        dirs = locations = list(path)
     spec = None
     parts = module.split(".")
     for depth in range(1, len(parts) + 1):
-        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), path)
+        name = ".".join(parts[:depth])
+        spec = importlib.machinery.PathFinder.find_spec(name, locations)
         if spec is None:
             where = ", ".join(dirs)
             raise PluginError(
-                f"module {module!r} not found: no {'/'.join(parts[:depth])}.py (or package) in "
-                f"the working directory or PYTHONPATH ({where}) or the installed packages"
+                f"module {module!r} not found: no module {name!r} in the working directory or "
+                f"PYTHONPATH ({where}) or the installed packages"
             )
-        path = list(spec.submodule_search_locations or [])
-        if depth < len(parts) and not path:
+        locations = list(spec.submodule_search_locations or [])
+        if depth < len(parts) and not locations:
             raise PluginError(
                 f"module {module!r} not found: {spec.origin} is a module, not a package"
             )
     origin = spec.origin if spec is not None else None
-    if not origin or not origin.endswith(".py"):
+    if not origin or not origin.endswith(".py") or not Path(origin).is_file():
         raise PluginError(
             f"module {module!r} ({origin or 'a namespace package'}) is not a Python source file: "
             "its source is what the fingerprints hash"
@@ -75,7 +92,7 @@ def find_module_file(module: str) -> Path:
     return Path(origin)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -86,63 +103,117 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 
 def file_sha256(path: str | Path) -> str:
     """sha256 (hex) of a file's bytes; cached by (path, size, mtime_ns): the Snakefile asks for the
-    same checkpoint's hash in every job's fingerprint."""
+    same file's hash once per job that depends on it."""
     status = Path(path).stat()
     return _sha256(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
 
 
-def source_sha256(module: str) -> str:
-    """sha256 of the source file of `module` (`find_module_file`). Only that file: a module it
-    imports in turn is not hashed."""
-    return file_sha256(find_module_file(module))
+def content_sha256(path: str | Path, names: Iterable[str] | None = None) -> str:
+    """sha256 (hex) of a file's bytes (`file_sha256`); of a directory, over every file under it
+    (or only the relative `names`) in sorted order, each as its relative name and its bytes'
+    sha256."""
+    path = Path(path)
+    if names is None and path.is_file():
+        return file_sha256(path)
+    if names is not None:
+        files = [path / name for name in sorted(names)]
+    else:
+        files = [file for file in sorted(path.rglob("*")) if file.is_file()]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(path).as_posix()}\0".encode())
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
 
 
-def defines(path: Path, name: str) -> bool | None:
-    """Whether the module source at `path` binds `name` at top level (def, class, assignment,
-    import); None when it cannot tell without running it (a star import, a module __getattr__).
-    A syntax error raises PluginError naming the file and line."""
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except SyntaxError as error:
-        raise PluginError(f"{path}, line {error.lineno}: syntax error: {error.msg}") from error
-    bound: set[str] = set()
-    for node in tree.body:
+def source_sha256(name: str, path: Iterable[str] | None = None) -> str:
+    """sha256 of the source file of the module of `name` ('module' or 'module:callable'), found
+    without importing it (`find_module_file`). Only that file: a module it imports in turn is not
+    hashed."""
+    return file_sha256(find_module_file(name.split(":")[0], path))
+
+
+def _bound_names(body: list[ast.stmt], names: dict[str, str]) -> bool:
+    """Record into `names` what each top-level statement of `body` binds: 'callable' (def,
+    class), 'value' (a literal: number, text, list, dict, ...) or 'other'. False when the module
+    binds names the source does not show (a star import, a module __getattr__, writes to
+    globals() or exec)."""
+    literals = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.JoinedStr)
+    for node in body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            bound.add(node.name)
+            names[node.name] = "callable"
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            kind = "value" if isinstance(node.value, literals) else "other"
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for item in ast.walk(target):
+                    if isinstance(item, ast.Name):
+                        names[item.id] = kind
         elif isinstance(node, ast.Import | ast.ImportFrom):
             for alias in node.names:
                 if alias.name == "*":
-                    return None
-                bound.add(alias.asname or alias.name.split(".")[0])
-        else:
-            for child in ast.walk(node):  # assignments, also under if/try at top level
-                if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
-                    bound.add(child.id)
-    if "__getattr__" in bound:
-        return None
-    return name in bound
+                    return False
+                names[(alias.asname or alias.name).split(".")[0]] = "other"
+        elif isinstance(node, ast.If | ast.Try | ast.With | ast.For | ast.While):
+            for block in ("body", "orelse", "finalbody"):
+                if not _bound_names(getattr(node, block, []), names):
+                    return False
+            for handler in getattr(node, "handlers", []):
+                if not _bound_names(handler.body, names):
+                    return False
+        local = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        for item in ast.walk(node):
+            if not local and isinstance(item, ast.Name) and isinstance(item.ctx, ast.Store):
+                names.setdefault(item.id, "other")  # for targets, with ... as, :=, under if/try
+            if isinstance(item, ast.Call) and getattr(item.func, "id", None) in ("globals", "exec"):
+                return False
+    return "__getattr__" not in names
 
 
 def check_plugin(name: str) -> Path:
     """At config time: the file of plug-in `name` (`module:callable`), found without running it;
-    PluginError when the module is not found or visibly does not define the callable."""
-    module, attribute = name.split(":")
+    PluginError when `name` is malformed, the module is not found or does not parse, or it
+    visibly does not define the callable or binds it to a literal (not callable)."""
+    module, attribute = split_plugin(name)
     path = find_module_file(module)
-    if defines(path, attribute) is False:
-        raise PluginError(f"module {module!r} ({path}) defines no {attribute!r}")
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as error:
+        raise PluginError(f"{path}, line {error.lineno}: syntax error: {error.msg}") from error
+    names: dict[str, str] = {}
+    if not _bound_names(tree.body, names):
+        return path  # only importing it tells: the job checks
+    if attribute not in names:
+        defined = sorted(bound for bound, kind in names.items() if kind == "callable")
+        raise PluginError(
+            f"module {module!r} ({path}) defines no {attribute!r} (its functions and classes: "
+            f"{', '.join(defined) or 'none'})"
+        )
+    if names[attribute] == "value":
+        raise PluginError(f"{module}.{attribute} in {path} is a literal value, not callable")
     return path
 
 
 def load_callable(name: str) -> tuple[Callable[..., Any], Path]:
     """In a job: import the module of `name` (`module:callable`) with the run's working directory
-    and PYTHONPATH first on sys.path, and return (the callable, the module's file). Every failure
-    is a PluginError naming the module and its file."""
-    module_name, attribute = name.split(":")
-    sys.path[:0] = [entry for entry in search_dirs() if entry not in sys.path]
+    and PYTHONPATH first on sys.path (a job forked from the warm worker inherits the worker's
+    sys.path, not its own working directory and PYTHONPATH), and return (the callable, the
+    module's file). A user module imported before in this process is imported again, so that the
+    code that runs is the file as it is now. Every failure is a PluginError naming the module and
+    its file."""
+    module_name, attribute = split_plugin(name)
+    for entry in reversed(search_dirs()):
+        if entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.insert(0, entry)
     importlib.invalidate_caches()  # a module written since the path's directories were listed
+    parts = module_name.split(".")
+    for dotted in (".".join(parts[:depth]) for depth in range(1, len(parts) + 1)):
+        if _user_module(sys.modules.get(dotted)):
+            del sys.modules[dotted]
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - importing user code can raise anything
         try:
             where = str(find_module_file(module_name))
         except PluginError:
@@ -160,6 +231,36 @@ def load_callable(name: str) -> tuple[Callable[..., Any], Path]:
             "a function or a class"
         )
     return function, path
+
+
+def _user_module(module: Any) -> bool:
+    """Whether `module` (a loaded module or None) was loaded from a file under `search_dirs()`
+    (not the diffroar package, whose folder is on PYTHONPATH too)."""
+    file = getattr(module, "__file__", None)
+    if not file or Path(file).resolve().parent == PACKAGE_DIR:
+        return False
+    resolved = Path(file).resolve()
+    return any(resolved.is_relative_to(Path(entry).resolve()) for entry in search_dirs())
+
+
+def captum_names() -> list[str] | None:
+    """The public names of captum.attr (its `__all__`, read from its source without importing
+    torch), or None when that cannot be read (the job then checks the name)."""
+    try:
+        package = importlib.machinery.PathFinder.find_spec("captum", sys.path)
+        root = Path(next(iter(package.submodule_search_locations)))
+        tree = ast.parse((root / "attr" / "__init__.py").read_text())
+    except (AttributeError, TypeError, StopIteration, OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            getattr(target, "id", None) == "__all__" for target in node.targets
+        ):
+            try:
+                return list(ast.literal_eval(node.value))
+            except ValueError:
+                return None
+    return None
 
 
 def weights_format(path: str | Path) -> str | None:

@@ -80,6 +80,7 @@ from .data import read_attributes
 from .methodnames import method_base, parse_method
 from .models import load_checkpoint
 from .modifiers import GOLDEN, splitmix64, with_modifiers
+from .plugins import PluginError, content_sha256, load_callable, source_sha256
 from .runtime import device, log, package_version
 from .store import (
     SPLITS,
@@ -90,7 +91,6 @@ from .store import (
     sample_blocks,
     stored_array,
 )
-from .usercode import content_sha256, load_callable, source_sha256
 
 # Images attributed per block read from the dataset store: bounds memory for large datasets.
 BLOCK_IMAGES = 8192
@@ -587,25 +587,18 @@ def resolve_method(name: str, user: dict[str, Any] | None = None) -> Method:
 
 def _user_callable(name: str, spec: str, expected_sha256: str | None) -> Callable[..., Any]:
     """The callable of `spec` ('module:callable'), imported from the working directory and
-    PYTHONPATH; UserMethodError naming the method when it cannot be imported, is missing or is
-    not callable, or when its module is not the file the workflow fingerprinted."""
+    PYTHONPATH (diffroar.plugins.load_callable); UserMethodError naming the method when it
+    cannot be imported, is missing or is not callable, or when its module is not the file the
+    workflow fingerprinted."""
     where = f"user method {name!r} (function {spec!r})"
     try:
         if expected_sha256 is not None and source_sha256(spec) != expected_sha256:
             raise UserMethodError(
                 f"{where}: its module changed after the workflow hashed it; run again"
             )
-        function = load_callable(spec)
-    except UserMethodError:
-        raise
-    except AttributeError as error:
-        raise UserMethodError(f"{where}: no such callable: {error}") from error
-    except Exception as error:  # noqa: BLE001 - an import can raise anything
-        raise UserMethodError(
-            f"{where}: cannot be imported: {type(error).__name__}: {error}"
-        ) from error
-    if not callable(function):
-        raise UserMethodError(f"{where}: is a {type(function).__name__}, not callable")
+        function, _ = load_callable(spec)
+    except PluginError as error:
+        raise UserMethodError(f"{where}: {error}") from error
     return function
 
 
@@ -661,19 +654,35 @@ def _user_function(
     parameter; the model is put back in eval mode after each call."""
     _check_seeds(images, seeds)
     takes_seeds = _takes_seeds(function)
+
+    def call(rows: slice, batch: torch.Tensor) -> Any:
+        keywords = dict(params) | ({"seeds": seeds[rows]} if takes_seeds else {})
+        try:
+            return function(model, batch, labels[rows], **keywords)
+        finally:
+            model.eval()
+
+    return _user_chunks(name, f"user method {name!r} ({spec})", images, settings, call)
+
+
+def _user_chunks(
+    name: str,
+    where: str,
+    images: torch.Tensor,
+    settings: Settings,
+    call: Callable[[slice, torch.Tensor], Any],
+) -> torch.Tensor:
+    """call(rows, the images of rows) per chunk of `settings.batch_size` images, each output
+    checked (`_checked`), gathered on the CPU as float32 (N, C, H, W); what the call raises
+    becomes a UserMethodError "`where` raised ..."."""
     gathered = np.zeros(images.shape, dtype=np.float32)  # by numpy: see _in_chunks
     for start in range(0, len(images), settings.batch_size):
         rows = slice(start, start + settings.batch_size)
         batch = images[rows].detach()
-        keywords = dict(params) | ({"seeds": seeds[rows]} if takes_seeds else {})
         try:
-            values = function(model, batch, labels[rows], **keywords)
+            values = call(rows, batch)
         except Exception as error:  # noqa: BLE001 - the user's code can raise anything
-            raise UserMethodError(
-                f"user method {name!r} ({spec}) raised {type(error).__name__}: {error}"
-            ) from error
-        finally:
-            model.eval()
+            raise UserMethodError(f"{where} raised {type(error).__name__}: {error}") from error
         gathered[rows] = _checked(name, values, batch)
     return torch.from_numpy(gathered)
 
@@ -742,20 +751,15 @@ def _captum_method(
         ) from error
     params = _tuples(params)
     baseline = params.pop("baselines") if params.get("baselines") in BASELINES else None
-    gathered = np.zeros(images.shape, dtype=np.float32)  # by numpy: see _in_chunks
-    for start in range(0, len(images), settings.batch_size):
-        rows = slice(start, start + settings.batch_size)
-        batch = images[rows].detach()
+
+    def call(rows: slice, batch: torch.Tensor) -> Any:
         keywords = params | _targets(labels[rows], settings)
         if baseline is not None:
             keywords["baselines"] = _baselines(batch, replace(settings, baseline=baseline))
-        try:
-            with _seeded(seeds[start], batch.device):
-                values = explainer.attribute(batch, **keywords)
-        except Exception as error:  # noqa: BLE001
-            raise UserMethodError(f"{where} raised {type(error).__name__}: {error}") from error
-        gathered[rows] = _checked(name, values, batch)
-    return torch.from_numpy(gathered)
+        with _seeded(seeds[rows.start], batch.device):
+            return explainer.attribute(batch, **keywords)
+
+    return _user_chunks(name, where, images, settings, call)
 
 
 def _open_precomputed(name: str, path: str, split: str) -> Any:

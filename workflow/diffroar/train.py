@@ -227,15 +227,46 @@ def run_train(
     )
     test_accuracy = accuracy(model, *splits["test"])
     log.info("test accuracy %.4f", test_accuracy)
-    info = {
+    info = model_info(dataset, model_name, seed, config_fingerprint, source="trained")
+    results = {
+        "attack": attack,
+        "config": {"model": model_cfg, "training": training_cfg},
+        "history": history,
+        "test_accuracy": test_accuracy,
+    }
+    write_base_model(checkpoint_path, metrics_path, model, spec, info, model_cfg, results, started)
+
+
+def model_info(
+    dataset: str, model_name: str, seed: int, config_fingerprint: str, **source: Any
+) -> dict[str, Any]:
+    """What a base model's checkpoint records of where it came from (its metrics JSON starts
+    with it too): `source` is {"source": "trained"} or "imported" with the imported file's
+    details, between the run's identity and the versions."""
+    return {
         "dataset": dataset,
         "model": model_name,
         "seed": seed,
         "config_fingerprint": config_fingerprint,
-        "source": "trained",
+        **source,
         "package_version": package_version(),
         "torch_version": torch.__version__,
     }
+
+
+def write_base_model(
+    checkpoint_path: str,
+    metrics_path: str,
+    model: nn.Module,
+    spec: dict[str, Any],
+    info: dict[str, Any],
+    model_cfg: dict[str, Any],
+    results: dict[str, Any],
+    started: float,
+) -> None:
+    """Write a base model's checkpoint (its weights on the CPU, `spec`, `info`) and its metrics
+    JSON: `info`, the architecture and training mode, `results`, and the seconds since
+    `started` (time.perf_counter)."""
     save_checkpoint(checkpoint_path, model.cpu(), spec, info)
     write_json(
         metrics_path,
@@ -243,10 +274,7 @@ def run_train(
             **info,
             "architecture": model_cfg["architecture"],
             "training_mode": training_mode(model_cfg),
-            "attack": attack,
-            "config": {"model": model_cfg, "training": training_cfg},
-            "history": history,
-            "test_accuracy": test_accuracy,
+            **results,
             "wall_seconds": time.perf_counter() - started,
         },
     )

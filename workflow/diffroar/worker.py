@@ -23,8 +23,8 @@ Promises kept:
   over the package directory, the interpreter, the user, and (name, size, mtime_ns) of every .py
   file of the package; editing the code or running another copy of the workflow gives another
   server. The server checks, after its imports, that the files still give its key.
-- User code (the modules of the config's `methods`) is imported only in a job's child
-  (diffroar.usercode.load_callable), never in the server: an edited module is what the next job
+- User code (the modules of user methods and architectures) is imported only in a job's child
+  (diffroar.plugins.load_callable), never in the server: an edited module is what the next job
   runs.
 - Nothing initialises CUDA before the fork: the server imports torch without touching the device,
   so a child still picks CUDA when there is a GPU (runtime.device).
