@@ -130,7 +130,7 @@ CASES = [
         [
             "models.tiny_standard.hiden_sizes = [8]",
             "(did you mean 'hidden_sizes'?)",
-            "architecture, channels, gradcam_layer, hidden_sizes, training",
+            "architecture, channels, checkpoint, gradcam_layer, hidden_sizes, params, training",
         ],
         {"models": {"tiny_standard": {"hiden_sizes": [8]}}},
     ),

@@ -583,7 +583,7 @@ def test_diverging_training_fails_loudly_and_writes_no_metrics(tmp_path):
     # copy's training code is made NaN, as a diverging optimisation makes it
     workdir = small_workflow(tmp_path / "run")
     code = workdir / "workflow" / "diffroar" / "train.py"
-    line = "            loss = F.cross_entropy(logits, target)\n"
+    line = "                loss = F.cross_entropy(logits.float(), target)\n"
     assert line in code.read_text()
     code.write_text(code.read_text().replace(line, line.replace(")\n", ') * float("nan")\n')))
     result = run_tables(workdir, check=False)
