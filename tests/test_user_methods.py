@@ -38,7 +38,16 @@ from diffroar.store import SPLITS, read_split
 from scipy import ndimage
 from small_runs import clean_run, copy_run
 from test_bad_values import Case, check_in_process, run_case
-from test_saliency import MEAN, STD, _checkpoint, _inputs, _seeds, linear_model, tiny_stores
+from test_saliency import (
+    DEFAULT,
+    MEAN,
+    STD,
+    _checkpoint,
+    _inputs,
+    _seeds,
+    linear_model,
+    tiny_stores,
+)
 from workflow_helpers import JOB_LINES, REPO, tree_state
 
 torch.set_num_threads(1)
@@ -678,3 +687,44 @@ def test_a_bad_plug_in_on_the_command_line_starts_no_job(finished, tmp_path):
     assert len(errors) == 1 and "methods.mine.function = 'nowhere:fn'" in errors[0], errors
     assert not JOB_LINES.search(outcome.output), outcome.output
     assert outcome.after == outcome.before
+
+
+# --- modifiers over user methods (diffroar.modifiers) --------------------------------------------
+
+
+def test_modifiers_apply_to_a_user_function_as_to_a_built_in(plugins):
+    """`mine+abs+blur1`: the user function's maps, made absolute, then blurred per channel with
+    sigma 1 (as `gradient+abs+blur1` treats the gradient)."""
+    plugins("mine", "def fn(model, inputs, targets):\n    return inputs - 0.5\n")
+    user = {"function": "mine:fn", "params": {}}
+    images, labels = _inputs(count=3)
+    plain = resolve_method("mine", user)(
+        linear_model(), images, labels, DEFAULT, seeds=_seeds(images)
+    )
+    derived = resolve_method("mine+abs+blur1", user)
+    values = derived(linear_model(), images, labels, DEFAULT, seeds=_seeds(images)).numpy()
+    expected = np.stack(
+        [
+            np.stack([ndimage.gaussian_filter(np.abs(plane), 1.0) for plane in image])
+            for image in plain.numpy()
+        ]
+    )
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_config_takes_modifiers_on_user_methods_but_not_on_precomputed_ones(plugins, tmp_path):
+    import yaml
+    from diffroar.config import ConfigError, validate_config
+
+    plugins("mine", "def fn(model, inputs, targets):\n    return inputs\n")
+    folder = _write_npy(
+        tmp_path / "theirs", {s: np.zeros((1, 1, 8, 8), np.float32) for s in SPLITS}
+    )
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["methods"] = {"mine": {"function": "mine:fn"}, "theirs": {"attributions": str(folder)}}
+    config["experiment"]["methods"] = ["gradient", "mine+blur1", "mine+smoothgrad"]
+    validated = validate_config(config)
+    assert validated["experiment"]["methods"] == ["gradient", "mine+blur1", "mine+smoothgrad"]
+    config["experiment"]["methods"] = ["gradient", "theirs+blur1"]
+    with pytest.raises(ConfigError, match="'theirs' is precomputed attributions, used as they are"):
+        validate_config(config)
