@@ -19,19 +19,12 @@ from diffroar.sanity import (
     run_sanity,
 )
 from scipy import stats
+from test_trust import BLOCK_CFG  # the blockdigits split the trust tests use
 from torch import nn
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-BLOCK_CFG = {
-    "loader": "blockdigits",
-    "classes": [0, 1],
-    "null_patch": "square_outline",
-    "val_fraction": 0.15,
-    "test_fraction": 0.2,
-    "split_seed": 0,
-}
 CNN = {
     "architecture": "cnn",
     "channels": [3, 4],
