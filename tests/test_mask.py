@@ -268,18 +268,25 @@ def test_unknown_ranking_is_refused():
         keep_mask(np.ones((1, 1, 2, 2)), 0.5, "top", np.random.default_rng(0), "superpixel")
 
 
-def test_run_mask_with_noisy_linear_imputation(tmp_path):
-    dataset_path, saliency_path = _write_stores(tmp_path)
-    out_path = tmp_path / "masked.zarr"
+def _noisy_linear(dataset_path, saliency_path, paths, *, ranking, tiebreak_seed, noise):
+    """run_mask with the noisy_linear fill at k = 0.5 into `paths` (order -> path)."""
     run_mask(
         str(dataset_path),
         str(saliency_path),
-        {"top": str(out_path)},
+        {order: str(path) for order, path in paths.items()},
         keep_fraction=0.5,
         imputation="noisy_linear",
-        ranking="pixel",
-        tiebreak_seed=0,
-        noise=0.01,
+        ranking=ranking,
+        tiebreak_seed=tiebreak_seed,
+        noise=noise,
+    )
+
+
+def test_run_mask_with_noisy_linear_imputation(tmp_path):
+    dataset_path, saliency_path = _write_stores(tmp_path)
+    out_path = tmp_path / "masked.zarr"
+    _noisy_linear(
+        dataset_path, saliency_path, {"top": out_path}, ranking="pixel", tiebreak_seed=0, noise=0.01
     )
     masking = open_store(out_path).attrs["masking"]
     assert masking["imputation"] == "noisy_linear" and masking["noise"] == 0.01
@@ -318,16 +325,7 @@ def test_a_noisy_linear_store_holds_no_noise_and_reads_as_the_imputed_images(tmp
     fill bit for bit as an imputation at write time (same blocks, same noise streams)."""
     dataset_path, saliency_path = _write_stores(tmp_path)
     paths = {order: str(tmp_path / f"{order}.zarr") for order in ("top", "bottom")}
-    run_mask(
-        str(dataset_path),
-        str(saliency_path),
-        paths,
-        keep_fraction=0.5,
-        imputation="noisy_linear",
-        ranking=ranking,
-        tiebreak_seed=4,
-        noise=0.05,
-    )
+    _noisy_linear(dataset_path, saliency_path, paths, ranking=ranking, tiebreak_seed=4, noise=0.05)
     dataset = open_store(dataset_path).attrs
     for split in SPLITS:
         pixels = read_split(dataset_path, split)["images"].astype(np.float32) / PIXEL_MAX
@@ -358,12 +356,10 @@ def test_a_noisy_linear_store_with_a_damaged_keep_mask_is_refused(tmp_path):
 
     dataset_path, saliency_path = _write_stores(tmp_path)
     path = tmp_path / "top.zarr"
-    run_mask(
-        str(dataset_path),
-        str(saliency_path),
-        {"top": str(path)},
-        keep_fraction=0.5,
-        imputation="noisy_linear",
+    _noisy_linear(
+        dataset_path,
+        saliency_path,
+        {"top": path},
         ranking="coordinate",
         tiebreak_seed=0,
         noise=0.05,
