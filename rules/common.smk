@@ -306,17 +306,23 @@ def attribution_settings(wildcards):
         return method_settings(
             wildcards.method, config["saliency"], config["models"][wildcards.model]
         )
-    settings = user_method_settings(
-        entry,
-        config["saliency"],
-        wildcards.dataset,
-        wildcards.model,
-        int(wildcards.seed),
+    settings = dict(
+        user_settings(base, wildcards.dataset, wildcards.model, int(wildcards.seed))
     )
     if any(kind in NOISE_TUNNELS for kind, _ in parse_method(wildcards.method)[1]):
         keys = ("noise_std", "noise_samples", "seed")
         settings |= {key: config["saliency"][key] for key in keys}
     return settings
+
+
+@functools.cache
+def user_settings(method, dataset, model, seed):
+    """user_method_settings of user method `method` for one base model, once per run: every
+    saliency, mask, retrain and sanity job's params and fingerprints ask for it, and it hashes
+    the method's module file or precomputed files (as file_hashes does for models)."""
+    return user_method_settings(
+        config["methods"][method], config["saliency"], dataset, model, seed
+    )
 
 
 def precomputed(method):
