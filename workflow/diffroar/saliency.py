@@ -19,7 +19,8 @@ gradient is Captum's:
 - `smoothgrad`, `smoothgrad_sq`, `vargrad`: the signed Saliency of `noise_samples` noisy copies
   x + N(0, noise_std^2) of each image, reduced as Captum's NoiseTunnel does for that nt_type
   (mean, mean of squares, mean of squares less the squared mean); the noise of image i is drawn
-  from `seeds[i]` (NoiseTunnel would draw it from the global RNG, in batch order)
+  from `seeds[i]` (NoiseTunnel would draw it from the global RNG, in batch order): the noise
+  tunnel of diffroar.modifiers over `gradient`, the one implementation of it
 - `guided_backprop`: GuidedBackprop
 - `gradcam`: LayerGradCam on the layer `settings.layer` of `model.network` (ReLU applied),
   upsampled bilinearly to (H, W) and repeated over the C channels
@@ -79,7 +80,7 @@ from .checks import expect_inputs
 from .data import read_attributes
 from .methodnames import method_base, parse_method
 from .models import load_checkpoint
-from .modifiers import GOLDEN, splitmix64, with_modifiers
+from .modifiers import GOLDEN, noise_tunnel, splitmix64, with_modifiers
 from .plugins import PluginError, content_sha256, load_callable, source_sha256
 from .runtime import device, log, package_version
 from .store import (
@@ -292,57 +293,6 @@ def integrated_gradients(
     return _in_chunks(images, labels, settings, attribute, chunk)
 
 
-def _noise_tunnel(
-    nt_type: str,
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    settings: Settings,
-    seeds: np.ndarray,
-) -> torch.Tensor:
-    """Captum's NoiseTunnel of type `nt_type` over the signed Saliency, with the noise of image i
-    drawn from `seeds[i]`: S = `noise_samples` copies x + N(0, noise_std^2) of each image, their
-    gradients g_1..g_S (forward passes of at most `internal_batch_size` noisy inputs), then
-    smoothgrad sum(g)/S, smoothgrad_sq sum(g^2)/S, vargrad sum(g^2)/S - (sum(g)/S)^2 (Captum's
-    definitions; the gradients of all S samples are reduced at once, in sample order, so the
-    passes' sizes do not change the sums)."""
-    _check_seeds(images, seeds)
-    explainer = Saliency(_explained(model, settings))
-    samples, shape = settings.noise_samples, images.shape[1:]
-    passes = settings.internal_batch_size
-
-    def attribute(batch: torch.Tensor, batch_labels: torch.Tensor, batch_seeds) -> torch.Tensor:
-        generator = torch.Generator(device=batch.device)
-        noise = torch.empty((len(batch), samples, *shape), device=batch.device)
-        for row, seed in zip(noise, batch_seeds, strict=True):
-            torch.randn(row.shape, generator=generator.manual_seed(int(seed)), out=row)
-        # image-major like NoiseTunnel's repeat_interleave: rows i*S .. i*S+S-1 are image i's
-        noisy = (batch.unsqueeze(1) + float(settings.noise_std) * noise).flatten(0, 1)
-        noisy_labels = batch_labels.repeat_interleave(samples)
-        gradients = torch.cat(
-            [
-                explainer.attribute(
-                    noisy[start : start + passes],
-                    abs=False,
-                    **_targets(noisy_labels[start : start + passes], settings),
-                ).detach()
-                for start in range(0, len(noisy), passes)
-            ]
-        ).view(len(batch), samples, *shape)
-        mean = gradients.sum(dim=1) / samples
-        if nt_type == "smoothgrad":
-            return mean
-        mean_square = gradients.pow(2).sum(dim=1) / samples
-        return mean_square if nt_type == "smoothgrad_sq" else mean_square - mean * mean
-
-    gathered = np.zeros(images.shape, dtype=np.float32)  # by numpy: see _in_chunks
-    for start in range(0, len(images), settings.batch_size):
-        rows = slice(start, start + settings.batch_size)
-        values = attribute(images[rows].detach(), labels[rows], seeds[rows])
-        gathered[rows] = values.cpu().numpy()
-    return torch.from_numpy(gathered)
-
-
 def smoothgrad(
     model: nn.Module,
     images: torch.Tensor,
@@ -352,7 +302,7 @@ def smoothgrad(
     seeds: np.ndarray,
 ) -> torch.Tensor:
     """SmoothGrad: the mean gradient over `noise_samples` noisy copies of each image."""
-    return _noise_tunnel("smoothgrad", model, images, labels, settings, seeds)
+    return noise_tunnel(gradient, "smoothgrad")(model, images, labels, settings, seeds=seeds)
 
 
 def smoothgrad_sq(
@@ -364,7 +314,7 @@ def smoothgrad_sq(
     seeds: np.ndarray,
 ) -> torch.Tensor:
     """SmoothGrad-squared: the mean squared gradient over noisy copies of each image."""
-    return _noise_tunnel("smoothgrad_sq", model, images, labels, settings, seeds)
+    return noise_tunnel(gradient, "smoothgrad_sq")(model, images, labels, settings, seeds=seeds)
 
 
 def vargrad(
@@ -376,7 +326,7 @@ def vargrad(
     seeds: np.ndarray,
 ) -> torch.Tensor:
     """VarGrad: the variance of the gradient over noisy copies of each image."""
-    return _noise_tunnel("vargrad", model, images, labels, settings, seeds)
+    return noise_tunnel(gradient, "vargrad")(model, images, labels, settings, seeds=seeds)
 
 
 def _refuse_loss(method: str, settings: Settings) -> None:
