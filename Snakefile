@@ -27,6 +27,11 @@ from diffroar.config import (
     validate_config,
 )
 from diffroar.resources import check_environment
+from diffroar.scheduling import bound_rescheduling
+
+# Snakemake's scheduler would start one more re-evaluation timer at every round (its rounds per
+# second grow with the jobs finished): one pending timer instead (diffroar/scheduling.py).
+bound_rescheduling()
 
 
 configfile: Path(workflow.basedir) / "config.yaml"

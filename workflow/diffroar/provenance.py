@@ -21,8 +21,16 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Names of the package's modules that the file at `path` imports."""
+def _imported_modules(path: Path) -> frozenset[str]:
+    """Names of the package's modules that the file at `path` imports (each file parsed once per
+    process while its size and modification time stay the same: a Snakemake run asks for a dozen
+    stages whose closures share most modules)."""
+    status = path.stat()
+    return _parsed_imports(path, status.st_size, status.st_mtime_ns)
+
+
+@cache
+def _parsed_imports(path: Path, size: int, mtime_ns: int) -> frozenset[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom):
@@ -41,7 +49,7 @@ def _imported_modules(path: Path) -> set[str]:
                 parts = alias.name.split(".")
                 if parts[0] == PACKAGE and len(parts) > 1:
                     found.add(parts[1])
-    return {name for name in found if (PACKAGE_DIR / f"{name}.py").exists()}
+    return frozenset(name for name in found if (PACKAGE_DIR / f"{name}.py").exists())
 
 
 def module_closure(stage: str) -> list[str]:
