@@ -80,7 +80,8 @@ class BackgroundRun:
 
 def _default(folder: Path) -> BackgroundRun:
     workdir = copy_workflow(folder / "workflow")
-    return BackgroundRun("default", folder, workdir, [*SNAKEMAKE, "--cores", "2"])
+    # --verbose: the scheduler's rounds ("Ready jobs") are counted by test_default_pipeline
+    return BackgroundRun("default", folder, workdir, [*SNAKEMAKE, "--cores", "2", "--verbose"])
 
 
 def _bench(folder: Path) -> BackgroundRun:
