@@ -3,9 +3,10 @@
 The default experiment (config.yaml, as configured) runs from an empty results tree in a copy of
 the workflow with `snakemake --cores <this machine's CPUs>`; its wall time is the second target
 here (at most 10 minutes). Every
-job logs at exit its start-up (interpreter, Snakemake's script preamble, imports or the hand-over
-to the warm worker of diffroar.worker: from the script process's creation until
-diffroar.runtime.setup_job) and its work (from there to exit) and its threads. The worker's own
+job logs at exit its start-up (from the creation of its command's process, diffroar.client, until
+diffroar.runtime.setup_job: the client's interpreter and the hand-over to the warm worker of
+diffroar.worker, or the imports of a job in its own process) and its work (from there to exit)
+and its threads. The worker's own
 imports, once per run, are no job's: the first jobs wait for them in their start-up. Run with
 DIFFROAR_WORKER=0 to measure jobs that each import in their own process.
 

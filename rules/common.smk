@@ -1,6 +1,11 @@
 # Paths, targets and per-rule params. Rules hold wiring only; the work is in workflow/diffroar.
 import functools
+import hashlib
+import inspect
+import json
 from types import SimpleNamespace
+
+from snakemake.settings.types import DeploymentMethod
 
 from diffroar.config import (
     BLOCK_LOADERS,
@@ -46,6 +51,131 @@ NORETRAIN = "results/noretrain/{dataset}/{model}/seed{seed}.parquet"
 SANITY = "results/sanity/{dataset}/{model}/seed{seed}.parquet"
 TABLES = "results/tables/{dataset}"
 FIGURES = "results/figures"
+
+
+# Every rule runs its script (workflow/scripts/<rule>.py) through diffroar.client, a Python
+# without site-packages that hands the job to the warm worker (diffroar/client.py): a Snakemake
+# `script:` would import Snakemake in every job first. The script sees the `snakemake` object it
+# would see under `script:` (input, output, log, params, wildcards, threads, resources), sent as
+# the job's JSON in the `job` param; `runtime_settings` adds what changes no result (batch sizes, a
+# checkpoint's path). `job` takes input, output, threads and resources, so Snakemake leaves it
+# out of the params that decide reruns: those are the rule's other params, as before. The command
+# names the script's sha256, so editing a script reruns its jobs (Snakemake's code trigger), and
+# the job refuses to run a script that changed after Snakemake planned it.
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+# the command's Python: this one, or in `--sdm conda` the rule's environment's own (not a
+# required variable of the user's, so no `envvars:` entry)
+os.environ.update(
+    DIFFROAR_PYTHON=(
+        "python"
+        if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+        else sys.executable
+    )
+)
+
+
+def job_shell(script):
+    """The shell command of a rule that runs workflow/scripts/`script`."""
+    digest = hashlib.sha256((SCRIPTS / script).read_bytes()).hexdigest()[:16]
+    return (
+        f'"$DIFFROAR_PYTHON" -S -m diffroar.client {script} {digest} {{log:q}} '
+        "<<< {params.job:q}"
+    )
+
+
+# The attribution batch sizes: they change no attribution (tested), only how fast it runs.
+BATCH_SIZES = {
+    key: config["saliency"][key] for key in ("batch_size", "internal_batch_size")
+}
+
+
+def imported_checkpoint(wildcards):
+    """Where an imported model's weights are read from: its sha256 decides what reruns (a param
+    of the model's config), so moving the file reruns nothing."""
+    return {"checkpoint": config["models"][wildcards.model]["checkpoint"]}
+
+
+def job_params(runtime_settings=None, **params):
+    """A rule's `params`: `params` (values, or functions of wildcards and optionally input and
+    output, as Snakemake takes them) and `job`, the job's JSON for diffroar.client (JobRequest);
+    `runtime_settings`: a dict or a function of wildcards that the script sees as
+    snakemake.runtime_settings, no param: what changes how a job runs, not its result.
+    """
+    evaluate = {name: param_caller(value) for name, value in params.items()}
+    settings_of = param_caller(runtime_settings or {})
+
+    def job(wildcards, input, output, threads, resources):
+        return JobRequest(
+            evaluate, settings_of, wildcards, input, output, threads, resources
+        )
+
+    return {**params, "job": job}
+
+
+def param_caller(value):
+    """value -> a function of (wildcards, input, output) that gives the param's value."""
+    if not callable(value):
+        return lambda wildcards, input, output: value
+    wanted = [
+        name
+        for name in inspect.signature(value).parameters
+        if name in ("input", "output")
+    ]
+    return lambda wildcards, input, output: value(
+        wildcards, **{name: {"input": input, "output": output}[name] for name in wanted}
+    )
+
+
+def named(files):
+    """A Snakemake named list as JSON: its items and its named entries."""
+    return {
+        "items": [str(item) for item in files],
+        "names": {
+            name: value if isinstance(value, str) else [str(item) for item in value]
+            for name, value in files.items()
+        },
+    }
+
+
+class JobRequest:
+    """The `job` param: built when Snakemake formats the job's shell command (str), not before."""
+
+    def __init__(
+        self, evaluate, settings_of, wildcards, input, output, threads, resources
+    ):
+        self.parts = (
+            evaluate,
+            settings_of,
+            wildcards,
+            input,
+            output,
+            threads,
+            resources,
+        )
+
+    def __repr__(self):
+        return f"JobRequest({dict(self.parts[2].items())})"
+
+    def __str__(self):
+        evaluate, settings_of, wildcards, input, output, threads, resources = self.parts
+        params = {name: get(wildcards, input, output) for name, get in evaluate.items()}
+        job = {
+            "input": named(input),
+            "output": named(output),
+            "params": {"items": list(params.values()), "names": params},
+            "wildcards": named(wildcards),
+            "threads": threads,
+            "resources": {
+                "items": [],
+                "names": {
+                    name: value
+                    for name, value in resources.items()
+                    if isinstance(value, (int, float, str)) and not name.startswith("_")
+                },
+            },
+            "runtime_settings": settings_of(wildcards, input, output),
+        }
+        return json.dumps(job, sort_keys=True, separators=(",", ":"))
 
 
 def block_datasets():

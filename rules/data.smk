@@ -9,7 +9,9 @@ rule data:
     resources:
         **rule_resources("data"),
     params:
-        dataset=dataset_config,
-        code=code_fingerprint("data"),
-    script:
-        "../workflow/scripts/data.py"
+        **job_params(
+            dataset=dataset_config,
+            code=code_fingerprint("data"),
+        ),
+    shell:
+        job_shell("data.py")

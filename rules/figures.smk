@@ -13,10 +13,12 @@ rule figure_methods:
     conda:
         "../envs/diffroar.yaml"
     params:
-        imputations=FILLS,
-        code=code_fingerprint("figures"),
-    script:
-        "../workflow/scripts/figure_methods.py"
+        **job_params(
+            imputations=FILLS,
+            code=code_fingerprint("figures"),
+        ),
+    shell:
+        job_shell("figure_methods.py")
 
 
 rule figure_imputation:
@@ -34,9 +36,11 @@ rule figure_imputation:
     conda:
         "../envs/diffroar.yaml"
     params:
-        code=code_fingerprint("figures"),
-    script:
-        "../workflow/scripts/figure_imputation.py"
+        **job_params(
+            code=code_fingerprint("figures"),
+        ),
+    shell:
+        job_shell("figure_imputation.py")
 
 
 rule figure_noretrain:
@@ -55,10 +59,12 @@ rule figure_noretrain:
     conda:
         "../envs/diffroar.yaml"
     params:
-        imputation=FILLS[0],
-        code=code_fingerprint("figures"),
-    script:
-        "../workflow/scripts/figure_noretrain.py"
+        **job_params(
+            imputation=FILLS[0],
+            code=code_fingerprint("figures"),
+        ),
+    shell:
+        job_shell("figure_noretrain.py")
 
 
 rule figure_attributions:
@@ -77,11 +83,13 @@ rule figure_attributions:
     conda:
         "../envs/diffroar.yaml"
     params:
-        images=config["figures"]["gallery_images"],
-        identity=gallery_identities,
-        code=code_fingerprint("figures"),
-    script:
-        "../workflow/scripts/figure_attributions.py"
+        **job_params(
+            images=config["figures"]["gallery_images"],
+            identity=gallery_identities,
+            code=code_fingerprint("figures"),
+        ),
+    shell:
+        job_shell("figure_attributions.py")
 
 
 rule figure_localization:
@@ -99,9 +107,11 @@ rule figure_localization:
     conda:
         "../envs/diffroar.yaml"
     params:
-        code=code_fingerprint("figures"),
-    script:
-        "../workflow/scripts/figure_localization.py"
+        **job_params(
+            code=code_fingerprint("figures"),
+        ),
+    shell:
+        job_shell("figure_localization.py")
 
 
 rule figure_ranking:
@@ -119,10 +129,12 @@ rule figure_ranking:
     conda:
         "../envs/diffroar.yaml"
     params:
-        keep_fractions=sorted(EXPERIMENT["keep_fractions"]),
-        code=code_fingerprint("figures"),
-    script:
-        "../workflow/scripts/figure_ranking.py"
+        **job_params(
+            keep_fractions=sorted(EXPERIMENT["keep_fractions"]),
+            code=code_fingerprint("figures"),
+        ),
+    shell:
+        job_shell("figure_ranking.py")
 
 
 rule figure_sanity:
@@ -140,9 +152,11 @@ rule figure_sanity:
     conda:
         "../envs/diffroar.yaml"
     params:
-        code=code_fingerprint("figures"),
-    script:
-        "../workflow/scripts/figure_sanity.py"
+        **job_params(
+            code=code_fingerprint("figures"),
+        ),
+    shell:
+        job_shell("figure_sanity.py")
 
 
 # A named target rule per figure: `snakemake figure_<kind>_<dataset> --cores 2`.

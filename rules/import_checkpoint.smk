@@ -19,9 +19,12 @@ rule import_checkpoint:
     resources:
         **rule_resources("import_checkpoint"),
     params:
-        model=base_model,
-        fingerprint=train_fingerprint,
-        identity=expected_inputs("data"),
-        code=code_fingerprint("import_checkpoint"),
-    script:
-        "../workflow/scripts/import_checkpoint.py"
+        **job_params(
+            runtime_settings=imported_checkpoint,
+            model=base_model,
+            fingerprint=train_fingerprint,
+            identity=expected_inputs("data"),
+            code=code_fingerprint("import_checkpoint"),
+        ),
+    shell:
+        job_shell("import_checkpoint.py")

@@ -12,10 +12,12 @@ rule localization:
     resources:
         **rule_resources("localization"),
     params:
-        keep_fractions=EXPERIMENT["keep_fractions"],
-        tiebreak_seed=config["masking"]["tiebreak_seed"],
-        ranking=config["masking"]["ranking"],
-        identity=localization_identities,
-        code=code_fingerprint("localization"),
-    script:
-        "../workflow/scripts/localization.py"
+        **job_params(
+            keep_fractions=EXPERIMENT["keep_fractions"],
+            tiebreak_seed=config["masking"]["tiebreak_seed"],
+            ranking=config["masking"]["ranking"],
+            identity=localization_identities,
+            code=code_fingerprint("localization"),
+        ),
+    shell:
+        job_shell("localization.py")

@@ -13,8 +13,10 @@ rule mask:
     resources:
         **rule_resources("mask"),
     params:
-        settings=masking_settings,
-        identity=expected_inputs("data", "saliency"),
-        code=code_fingerprint("mask"),
-    script:
-        "../workflow/scripts/mask.py"
+        **job_params(
+            settings=masking_settings,
+            identity=expected_inputs("data", "saliency"),
+            code=code_fingerprint("mask"),
+        ),
+    shell:
+        job_shell("mask.py")

@@ -9,10 +9,12 @@ rule metrics:
     conda:
         "../envs/diffroar.yaml"
     params:
-        identities=retrain_identities,
-        code=code_fingerprint("metrics"),
-    script:
-        "../workflow/scripts/metrics.py"
+        **job_params(
+            identities=retrain_identities,
+            code=code_fingerprint("metrics"),
+        ),
+    shell:
+        job_shell("metrics.py")
 
 
 rule comparisons:
@@ -25,10 +27,12 @@ rule comparisons:
     conda:
         "../envs/diffroar.yaml"
     params:
-        keep_fractions=sorted(EXPERIMENT["keep_fractions"]),
-        code=code_fingerprint("compare"),
-    script:
-        "../workflow/scripts/comparisons.py"
+        **job_params(
+            keep_fractions=sorted(EXPERIMENT["keep_fractions"]),
+            code=code_fingerprint("compare"),
+        ),
+    shell:
+        job_shell("comparisons.py")
 
 
 rule combine_table:
@@ -43,6 +47,8 @@ rule combine_table:
     conda:
         "../envs/diffroar.yaml"
     params:
-        code=code_fingerprint("metrics"),
-    script:
-        "../workflow/scripts/combine_table.py"
+        **job_params(
+            code=code_fingerprint("metrics"),
+        ),
+    shell:
+        job_shell("combine_table.py")

@@ -13,9 +13,11 @@ rule noretrain:
     resources:
         **rule_resources("noretrain"),
     params:
-        model=base_model,
-        fingerprint=train_fingerprint,
-        identity=noretrain_identities,
-        code=code_fingerprint("noretrain"),
-    script:
-        "../workflow/scripts/noretrain.py"
+        **job_params(
+            model=base_model,
+            fingerprint=train_fingerprint,
+            identity=noretrain_identities,
+            code=code_fingerprint("noretrain"),
+        ),
+    shell:
+        job_shell("noretrain.py")

@@ -28,14 +28,16 @@ rule retrain:
     resources:
         **rule_resources("retrain"),
     params:
-        orders=ORDERS,
-        base_model=base_model,
-        model=retrain_model,
-        retraining=retraining_settings(),
-        seeds=job_retrain_seeds,
-        fingerprints=retrain_fingerprints,
-        attribution_fingerprint=attribution_fingerprint,
-        identity=masked_pair_identities,
-        code=code_fingerprint("retrain"),
-    script:
-        "../workflow/scripts/retrain.py"
+        **job_params(
+            orders=ORDERS,
+            base_model=base_model,
+            model=retrain_model,
+            retraining=retraining_settings(),
+            seeds=job_retrain_seeds,
+            fingerprints=retrain_fingerprints,
+            attribution_fingerprint=attribution_fingerprint,
+            identity=masked_pair_identities,
+            code=code_fingerprint("retrain"),
+        ),
+    shell:
+        job_shell("retrain.py")

@@ -12,10 +12,12 @@ rule robust:
     resources:
         **rule_resources("robust"),
     params:
-        model=base_model,
-        eval_attack=config["training"]["eval_attack"],
-        fingerprint=train_fingerprint,
-        identity=expected_inputs("data", "checkpoint"),
-        code=code_fingerprint("robust"),
-    script:
-        "../workflow/scripts/robust.py"
+        **job_params(
+            model=base_model,
+            eval_attack=config["training"]["eval_attack"],
+            fingerprint=train_fingerprint,
+            identity=expected_inputs("data", "checkpoint"),
+            code=code_fingerprint("robust"),
+        ),
+    shell:
+        job_shell("robust.py")

@@ -14,9 +14,12 @@ rule saliency:
     resources:
         **rule_resources("saliency"),
     params:
-        settings=attribution_settings,
-        fingerprint=train_fingerprint,
-        identity=expected_inputs("data", "checkpoint"),
-        code=code_fingerprint("saliency"),
-    script:
-        "../workflow/scripts/saliency.py"
+        **job_params(
+            runtime_settings=BATCH_SIZES,
+            settings=attribution_settings,
+            fingerprint=train_fingerprint,
+            identity=expected_inputs("data", "checkpoint"),
+            code=code_fingerprint("saliency"),
+        ),
+    shell:
+        job_shell("saliency.py")

@@ -14,11 +14,14 @@ rule sanity:
     resources:
         **rule_resources("sanity"),
     params:
-        methods=sanity_methods,
-        sanity=config["sanity"],
-        model=base_model,
-        fingerprint=train_fingerprint,
-        identity=expected_inputs("data", "checkpoint"),
-        code=code_fingerprint("sanity"),
-    script:
-        "../workflow/scripts/sanity.py"
+        **job_params(
+            runtime_settings=BATCH_SIZES,
+            methods=sanity_methods,
+            sanity=config["sanity"],
+            model=base_model,
+            fingerprint=train_fingerprint,
+            identity=expected_inputs("data", "checkpoint"),
+            code=code_fingerprint("sanity"),
+        ),
+    shell:
+        job_shell("sanity.py")

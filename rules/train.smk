@@ -16,10 +16,12 @@ rule train:
     resources:
         **rule_resources("train"),
     params:
-        model=base_model,
-        training=training_settings(),
-        fingerprint=train_fingerprint,
-        identity=expected_inputs("data"),
-        code=code_fingerprint("train"),
-    script:
-        "../workflow/scripts/train.py"
+        **job_params(
+            model=base_model,
+            training=training_settings(),
+            fingerprint=train_fingerprint,
+            identity=expected_inputs("data"),
+            code=code_fingerprint("train"),
+        ),
+    shell:
+        job_shell("train.py")

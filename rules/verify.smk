@@ -10,6 +10,8 @@ rule verify:
     conda:
         "../envs/diffroar.yaml"
     params:
-        expected=lambda wildcards: verify_expectations(),
-    script:
-        "../workflow/scripts/verify.py"
+        **job_params(
+            expected=lambda wildcards: verify_expectations(),
+        ),
+    shell:
+        job_shell("verify.py")

@@ -148,21 +148,21 @@ def stop_group(process: subprocess.Popen) -> str:
 
 
 def job_processes(workdir: Path, script: str) -> list[int]:
-    """Pids of the running Python processes of Snakemake's copy of the rule script `script`
-    (e.g. "train.py": .snakemake/scripts/tmpXXXX.train.py) in `workdir`, from /proc."""
-    marker = str(workdir / ".snakemake" / "scripts")
+    """Pids of the running clients of jobs of the rule script `script` (e.g. "train.py": the
+    command `python -S -m diffroar.client train.py ...`) started in `workdir`, from /proc."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            arguments = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if "diffroar.client" not in arguments or script not in arguments:
+                continue
+            if Path(os.readlink(entry / "cwd")) != Path(workdir).resolve():
+                continue
         except OSError:  # the process ended meanwhile
             continue
-        for argument in arguments:
-            text = argument.decode(errors="replace")
-            if text.startswith(marker) and text.endswith(f".{script}"):
-                pids.append(int(entry.name))
+        pids.append(int(entry.name))
     return pids
 
 

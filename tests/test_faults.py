@@ -272,7 +272,7 @@ def test_stages_write_outputs_only_through_atomic_output():
             name = getattr(node.func, "attr", getattr(node.func, "id", None))
             if name == "open_group" and source.name == "store.py":
                 continue  # inside create_store
-            if name == "open" and source.name == "worker.py" and _mode(node) == "ab":
+            if name == "open" and source.name == "client.py" and _mode(node) == "ab":
                 continue  # the warm worker's own log, in the temp dir, never under results/
             receiver = [node.func.value] if isinstance(node.func, ast.Attribute) else []
             writes_temporary = any(_is_temporary(value) for value in [*receiver, *node.args])

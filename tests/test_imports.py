@@ -1,12 +1,13 @@
-"""Job start-up: a rule script imports only diffroar.worker (the standard library: the heavy
-imports are the warm worker's, done once); and where a job runs in its own process
-(DIFFROAR_WORKER=0, Slurm, GPU jobs), a training job's modules import neither torchvision, Captum
-nor matplotlib (together over 2 s of every job's start-up on the 2-core machine; bench/ measures
-start-up)."""
+"""Job start-up: the command every rule runs (diffroar.client) needs no site-packages, a rule
+script imports only diffroar.worker (the heavy imports are the warm worker's, done once); and
+where a job runs in its own process (DIFFROAR_WORKER=0, Slurm, GPU jobs), a training job's
+modules import neither torchvision, Captum nor matplotlib (together over 2 s of every job's
+start-up on the 2-core machine; bench/ measures start-up)."""
 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 
@@ -35,6 +36,23 @@ def test_rule_scripts_import_only_the_worker():
         assert [(node.module, [a.name for a in node.names]) for node in imports] == [
             ("diffroar.worker", ["call"])
         ], script.name
+
+
+def test_the_client_every_rule_runs_needs_no_site_packages():
+    """`python -S -m diffroar.client`: the standard library and diffroar's own modules only."""
+    probe = "import sys, diffroar.client; print(sorted(set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(REPO / "workflow")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    modules = {name.split(".")[0] for name in ast.literal_eval(loaded)}
+    assert modules - {*sys.stdlib_module_names, *sys.builtin_module_names, "__main__"} == {
+        "diffroar"
+    }
+    assert "diffroar.runtime" not in loaded and "diffroar.worker" not in loaded
 
 
 def test_the_worker_client_imports_no_numeric_library():

@@ -1,6 +1,8 @@
-"""The warm worker (diffroar.worker): jobs handed to a pre-imported server run as they would in
-their own process (arguments, directory, environment, descriptors, log, exit status), die with
-their script, and give the same results; the off switches run them in-process.
+"""The warm worker (diffroar.worker) and the command every rule runs (diffroar.client): jobs
+handed to a pre-imported server run as they would in their own process (arguments, directory,
+environment, descriptors, log, exit status), die with their client, and give the same results;
+the off switches run them in the client's process. A job is a rule script of workflow/scripts
+with the `snakemake` object a Snakemake script would see.
 
 The server tests run a private copy of the package with a probe module added: its own key, so its
 own server, which the module fixture stops at the end.
@@ -8,6 +10,7 @@ own server, which the module fixture stops at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from diffroar import worker
+from diffroar import client, worker
 from small_runs import (
     assert_same_checkpoints,
     clean_run,
@@ -69,13 +72,34 @@ def hang(path):
     time.sleep(600)
 '''
 
-CLIENT = """
-import json, sys
-from types import SimpleNamespace
-from diffroar.worker import call
-job = SimpleNamespace(log=[sys.argv[1]], threads=int(sys.argv[2]), resources=SimpleNamespace())
-call(job, sys.argv[3], *json.loads(sys.argv[4]))
+# the rule script of the probe jobs: the function and arguments come as params
+SCRIPT = """from diffroar.worker import call
+
+call(snakemake, snakemake.params.function, *snakemake.params.args)
 """
+SCRIPT_SHA = hashlib.sha256(SCRIPT.encode()).hexdigest()[:16]
+
+
+def _job(function: str, args, threads: int = 1) -> str:
+    """The JSON of a probe job, as rules/common.smk's JobRequest writes it."""
+    params = {"function": function, "args": list(args)}
+    return json.dumps(
+        {
+            "input": {"items": [], "names": {}},
+            "output": {"items": [], "names": {}},
+            "params": {"items": list(params.values()), "names": params},
+            "wildcards": {"items": [], "names": {}},
+            "threads": threads,
+            "resources": {"items": [], "names": {}},
+            "runtime_settings": {},
+        }
+    )
+
+
+def _command(cwd: Path) -> list[str]:
+    """The rule's command (the job's JSON goes to its stdin): python -S -m diffroar.client SCRIPT
+    SHA256 LOG."""
+    return ["-m", "diffroar.client", "probe.py", SCRIPT_SHA, str(cwd / "job.log")]
 
 
 def _alive(pid: int) -> bool:
@@ -96,9 +120,11 @@ def package(tmp_path_factory):
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     (root / "diffroar" / "probe.py").write_text(PROBE)
+    (root / "scripts").mkdir()
+    (root / "scripts" / "probe.py").write_text(SCRIPT)
     yield root
     key = worker.code_key(root / "diffroar")
-    log = worker.server_log(key)
+    log = Path(client.server_log(key))
     if log.exists():
         for line in log.read_text().splitlines():
             if f"listening as {key}" in line:
@@ -108,17 +134,22 @@ def package(tmp_path_factory):
 
 
 def _client(package: Path, cwd: Path, function: str, *args, threads: int = 1, **environ):
-    """Start a rule-script-like client of `package` running `function`; its Popen."""
+    """Start the client of `package` (as a rule does: no site-packages) on a probe job running
+    `function`; its Popen."""
     env = {**os.environ, "PYTHONPATH": str(package), "DIFFROAR_WORKER_IDLE": "60", **environ}
-    command = [sys.executable, "-c", CLIENT, str(cwd / "job.log"), str(threads), function]
-    return subprocess.Popen(
-        [*command, json.dumps(list(args))],
+    process = subprocess.Popen(
+        [sys.executable, "-S", *_command(cwd)],
         cwd=cwd,
         env=env,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    process.stdin.write(_job(function, args, threads))
+    process.stdin.close()
+    process.stdin = None  # written: communicate() has nothing more to send
+    return process
 
 
 def _run(package: Path, cwd: Path, function: str, *args, threads: int = 1, **environ):
@@ -131,20 +162,57 @@ def _run(package: Path, cwd: Path, function: str, *args, threads: int = 1, **env
 
 
 def test_jobs_go_to_the_worker_unless_switched_off_on_slurm_or_on_a_gpu():
-    assert worker.in_process_reason({}) is None
-    assert worker.in_process_reason({"DIFFROAR_WORKER": "1"}) is None
-    assert worker.in_process_reason({"DIFFROAR_WORKER": "0"}) == "DIFFROAR_WORKER=0"
-    assert worker.in_process_reason({"SLURM_JOB_ID": "123"}) == "a Slurm job"
-    assert worker.in_process_reason({}, gpus=1) == "a GPU job"
+    assert client.in_process_reason({}) is None
+    assert client.in_process_reason({"DIFFROAR_WORKER": "1"}) is None
+    assert client.in_process_reason({"DIFFROAR_WORKER": "0"}) == "DIFFROAR_WORKER=0"
+    assert client.in_process_reason({"SLURM_JOB_ID": "123"}) == "a Slurm job"
+    assert client.in_process_reason({}, gpus=1) == "a GPU job"
 
 
 def test_a_bad_switch_value_names_it_and_what_is_allowed():
     with pytest.raises(ValueError, match=r"DIFFROAR_WORKER = 'yes': must be 1 .* or 0"):
-        worker.in_process_reason({"DIFFROAR_WORKER": "yes"})
+        client.in_process_reason({"DIFFROAR_WORKER": "yes"})
     with pytest.raises(ValueError, match=r"DIFFROAR_WORKER_IDLE = '-3': must be a number"):
         worker.idle_seconds({"DIFFROAR_WORKER_IDLE": "-3"})
     assert worker.idle_seconds({}) == worker.DEFAULT_IDLE
     assert worker.idle_seconds({"DIFFROAR_WORKER_IDLE": "2.5"}) == 2.5
+
+
+def test_a_script_sees_named_lists_as_under_snakemake():
+    job = worker.Job(
+        {
+            "input": {"items": ["d.zarr", "s1", "s2"], "names": {"dataset": "d.zarr",
+                                                                "saliency": ["s1", "s2"]}},
+            "output": {"items": ["out"], "names": {}},
+            "log": {"items": ["job.log"], "names": {}},
+            "params": {"items": [{"a": 1}], "names": {"settings": {"a": 1}}},
+            "wildcards": {"items": ["0.1"], "names": {"k": "0.1"}},
+            "threads": 3,
+            "resources": {"items": [], "names": {"gpu": 1}},
+            "runtime_settings": {"batch_size": 8},
+            "script": "mask.py",
+        }
+    )  # fmt: skip
+    assert job.input.dataset == job.input["dataset"] == job.input[0] == "d.zarr"
+    assert job.input.saliency == ["s1", "s2"] and list(job.input) == ["d.zarr", "s1", "s2"]
+    assert job.output[0] == "out" and job.log[0] == "job.log" and job.threads == 3
+    assert job.params.settings == {"a": 1} and job.wildcards.k == "0.1"
+    assert job.resources.gpu == 1 and getattr(job.resources, "mem_mb", 0) == 0
+    assert job.runtime_settings == {"batch_size": 8}
+    with pytest.raises(AttributeError, match="checkpoint"):
+        _ = job.input.checkpoint
+
+
+def test_a_job_runs_only_a_rule_script_and_only_the_one_snakemake_planned(tmp_path):
+    job = json.loads(_job("diffroar.runtime:write_json", [str(tmp_path / "x.json"), {}]))
+    for bad in ("../diffroar/worker.py", "no_such_rule.py", "/etc/passwd", None):
+        with pytest.raises(ValueError, match="must be a file of .*scripts"):
+            worker.run_script({**job, "script": bad})
+    mask = REPO / "workflow" / "scripts" / "mask.py"
+    planned = hashlib.sha256(mask.read_bytes()).hexdigest()[:16]
+    with pytest.raises(RuntimeError, match="mask.py changed after Snakemake planned this job"):
+        worker.run_script({**job, "script": "mask.py", "sha256": "0" * 16})
+    assert planned != "0" * 16
 
 
 def test_only_diffroar_functions_can_be_requested():
@@ -215,6 +283,30 @@ def test_the_server_imports_the_stages_without_initialising_cuda_or_thread_pools
     assert facts["dynamo"] is True
 
 
+EXIT_HOOKS = """
+import gc, json, tempfile, weakref
+from diffroar.worker import drop_import_exit_hooks, preimport
+preimport()
+dropped = drop_import_exit_hooks()
+left = [f for f in gc.get_objects() if isinstance(f, weakref.finalize) and f.alive and f.atexit]
+own = tempfile.TemporaryDirectory()  # a job's own exit work: still done
+print(json.dumps({"dropped": dropped, "left": len(left), "own": own.name}))
+"""
+
+
+def test_a_jobs_exit_skips_the_imports_exit_work_and_does_its_own():
+    """torch's operator libraries leave finalizers that deregister them at exit (tens of ms at
+    every job's exit): the server sets them aside; what a job registers still runs."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    facts = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", EXIT_HOOKS], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert facts["dropped"] > 0 and facts["left"] == 0
+    assert not Path(facts["own"]).exists()
+
+
 # --- through the server ------------------------------------------------------------------------
 
 
@@ -229,7 +321,7 @@ def test_a_job_runs_in_a_forked_child_as_in_its_own_process(package, tmp_path):
     assert facts["pgid"] == facts["pid"]  # its own process group
     assert facts["cwd"] == str(tmp_path) and facts["probe"] == "from the client"
     assert facts["torch_threads"] == 2 and facts["cuda_initialised"] is False
-    assert facts["argv"][0] == "-c"  # the script's
+    assert facts["argv"][0].endswith("client.py")  # the client's
     assert "probe says hello on stdout" in stdout  # the script's descriptors
     assert "probe says hello on stderr" in stderr
     log = (tmp_path / "job.log").read_text()
@@ -238,16 +330,15 @@ def test_a_job_runs_in_a_forked_child_as_in_its_own_process(package, tmp_path):
     assert 0 < startup < 60
 
 
-def test_the_start_up_is_measured_from_the_script_start(package, tmp_path):
-    """A script that starts, sleeps 1.5 s, then hands over: its job's start-up includes the sleep
-    (measured from the script's creation, as bench/pipeline.py needs)."""
-    slow = CLIENT.replace(
-        "from diffroar.worker", "import time; time.sleep(1.5)\nfrom diffroar.worker"
-    )
+def test_the_start_up_is_measured_from_the_client_start(package, tmp_path):
+    """A client that starts, sleeps 1.5 s, then hands over: its job's start-up includes the sleep
+    (measured from the client's creation, as bench/pipeline.py needs)."""
+    slow = "import runpy, time; time.sleep(1.5); "
+    slow += "runpy.run_module('diffroar.client', run_name='__main__', alter_sys=True)"
+    job = _job("diffroar.probe:report", [str(tmp_path / "facts.json")])
     env = {**os.environ, "PYTHONPATH": str(package), "DIFFROAR_WORKER_IDLE": "60"}
     subprocess.run(
-        [sys.executable, "-c", slow, str(tmp_path / "job.log"), "1", "diffroar.probe:report",
-         json.dumps([str(tmp_path / "facts.json")])],
+        [sys.executable, "-S", "-c", slow, *_command(tmp_path)[2:]], input=job, text=True,
         cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     line = next(
@@ -272,6 +363,20 @@ def test_the_jobs_exit_status_is_the_scripts(package, tmp_path):
     assert _run(package, tmp_path, "diffroar.probe:leave", 0)[0] == 0
 
 
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_job_of_any_size_runs_through_the_worker_and_in_process(package, tmp_path, switch):
+    """A job's JSON of 300 KB (a table job of thousands of inputs): more than one command-line
+    argument may hold (128 KiB), on either path."""
+    large = "x" * 300_000
+    code, _, stderr, client_pid = _run(
+        package, tmp_path, "diffroar.runtime:write_json", str(tmp_path / "out.json"),
+        {"large": large}, DIFFROAR_WORKER=switch,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "out.json").read_text())["large"] == large
+    assert "job times:" in (tmp_path / "job.log").read_text()
+
+
 def test_killing_the_script_kills_the_job_and_its_subprocesses(package, tmp_path):
     facts_path = tmp_path / "facts.json"
     client = _client(package, tmp_path, "diffroar.probe:hang", str(facts_path))
@@ -287,7 +392,7 @@ def test_killing_the_script_kills_the_job_and_its_subprocesses(package, tmp_path
     assert _alive(facts["ppid"])  # the server serves on
 
 
-def test_switched_off_the_job_runs_in_the_scripts_process(package, tmp_path):
+def test_switched_off_the_job_runs_in_the_clients_process(package, tmp_path):
     code, stdout, _, client = _run(
         package, tmp_path, "diffroar.probe:report", str(tmp_path / "facts.json"),
         DIFFROAR_WORKER="0",
@@ -298,26 +403,27 @@ def test_switched_off_the_job_runs_in_the_scripts_process(package, tmp_path):
 
 
 UNREACHABLE = """
-import json, os, sys
-from types import SimpleNamespace
-from diffroar import worker
-worker.code_key = lambda: "no-such-server-for-tests"
-worker.start_server = lambda key: None  # a server that never comes up
-worker.CONNECT_WAIT = 0.3
-job = SimpleNamespace(log=[sys.argv[1]], threads=1, resources=SimpleNamespace())
-worker.call(job, "diffroar.runtime:write_json", sys.argv[2], {"pid": os.getpid()})
+import os, sys
+from diffroar import client
+client.code_key = lambda: "no-such-server-for-tests"
+client.start_server = lambda key: None  # a server that never comes up
+client.CONNECT_WAIT = 0.3
+print(os.getpid(), flush=True)
+sys.exit(client.main(sys.argv[1:]))
 """
 
 
-def test_without_a_reachable_server_the_job_runs_in_its_own_process(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+def test_without_a_reachable_server_the_job_runs_in_the_clients_process(package, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    job = _job("diffroar.probe:report", [str(tmp_path / "facts.json")])
     result = subprocess.run(
-        [sys.executable, "-c", UNREACHABLE, str(tmp_path / "job.log"), str(tmp_path / "out.json")],
+        [sys.executable, "-S", "-c", UNREACHABLE, *_command(tmp_path)[2:]], input=job,
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "no worker listens" in result.stderr and "in its own process" in result.stderr
-    assert json.loads((tmp_path / "out.json").read_text())["pid"] > 0
+    client_pid = int(result.stdout.split()[0])
+    assert json.loads((tmp_path / "facts.json").read_text())["pid"] == client_pid  # exec'd
     assert "job times:" in (tmp_path / "job.log").read_text()
 
 
@@ -349,7 +455,7 @@ def test_an_idle_server_exits(package, tmp_path):
     assert code == 0
     server = json.loads((tmp_path / "facts.json").read_text())["ppid"]
     wait_for(lambda: not _alive(server), timeout=30, what="the idle server to exit")
-    assert worker.try_connect(worker.code_key(copy / "diffroar")) is None
+    assert client.try_connect(client.code_key(copy / "diffroar")) is None
 
 
 # --- the same results ---------------------------------------------------------------------------
@@ -361,7 +467,7 @@ def test_the_worker_and_own_processes_give_bit_identical_results(
 ):
     """clean_run goes through the worker (the default); the same run with DIFFROAR_WORKER=0 gives
     the same tables and the same checkpoint tensors."""
-    assert worker.in_process_reason(os.environ) is None  # clean_run used the worker
+    assert client.in_process_reason(os.environ) is None  # clean_run used the worker
     through_worker = clean_run(tmp_path_factory)
     monkeypatch.setenv("DIFFROAR_WORKER", "0")
     workdir = small_workflow(tmp_path / "run")

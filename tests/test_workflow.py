@@ -8,6 +8,7 @@ rerun.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -18,6 +19,7 @@ import zarr
 from diffroar.data import read_images
 from workflow_helpers import (
     copy_workflow,
+    job_counts,
     planned_jobs,
     set_config,
     snakemake,
@@ -318,6 +320,26 @@ def test_editing_training_code_reruns_training_and_everything_after(copy_of_fini
     assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS)
     assert jobs["noretrain"] == len(MODELS) and jobs["sanity"] == len(MODELS)
     assert all(jobs[rule] == 1 for rule in FIGURE_RULES)
+
+
+def test_editing_a_rule_script_reruns_its_jobs_and_what_follows(copy_of_finished):
+    """A rule runs its script through diffroar.client, the script's sha256 in the command:
+    Snakemake's code trigger sees an edit (and only an edit: touching it reruns nothing)."""
+    script = copy_of_finished / "workflow" / "scripts" / "mask.py"
+    os.utime(script)
+    assert planned_jobs(copy_of_finished) == {}
+    script.write_text(script.read_text() + "\n# edited by a test\n")
+    result = snakemake(copy_of_finished, "--dry-run")
+    jobs = job_counts(result.stdout + result.stderr)
+    assert (
+        jobs["mask"] == jobs["retrain"] == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS)
+    )
+    assert {"data", "train", "saliency", "sanity", "robust"}.isdisjoint(jobs)
+    assert "Code has changed since last execution" in result.stdout + result.stderr
+    script.write_text(script.read_text().removesuffix("\n# edited by a test\n"))
+    # the job's threads and resources are in its JSON, not in what decides reruns
+    set_config(copy_of_finished, resources={"retrain": {"threads": 2, "mem_mb": 3000}})
+    assert planned_jobs(copy_of_finished) == {}
 
 
 def test_one_figure_builds_only_what_it_needs(tmp_path):

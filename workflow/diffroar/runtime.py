@@ -23,6 +23,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from diffroar.client import process_start_time
+
 log = logging.getLogger("diffroar")
 
 
@@ -56,21 +58,6 @@ def setup_job(log_path: str | Path, threads: int, started: float | None = None) 
     sys.excepthook = log_failure
     _log_job_times(threads, started)
     return log
-
-
-def process_start_time() -> float:
-    """When this process was created (seconds since the epoch): now less the process's age, the
-    seconds since boot (/proc/uptime) less its start in clock ticks since boot (/proc/self/stat).
-    Not btime + start as psutil computes it: /proc/stat's btime is whole seconds and drifts
-    from the wall clock, which made a process look up to a second older (0.8 s measured here);
-    now if /proc cannot tell."""
-    try:
-        stat = Path("/proc/self/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return time.time() - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return time.time()
 
 
 def _log_job_times(threads: int, started: float | None = None) -> None:

@@ -1,22 +1,25 @@
-"""A warm, pre-imported process that rule scripts hand their job to, so that a job does not
-spend two seconds importing torch before a second of work.
+"""A warm, pre-imported process that jobs are handed to, so that a job does not spend two
+seconds importing torch before a second of work.
 
-Every rule script (workflow/scripts/*.py) imports only this module (the standard library, nothing
-else) and calls `call(snakemake, "diffroar.<stage>:<function>", *args, **kwargs)` with JSON-able
-arguments. `call` runs `runtime.setup_job(log, threads)` and the function, either
+Every rule runs `python -S -m diffroar.client SCRIPT SHA256 LOG <<< JOB` (rules/common.smk): its
+rule script (workflow/scripts/*.py) with the job's JSON. A rule script imports only this module
+and calls `call(snakemake, "diffroar.<stage>:<function>", *args, **kwargs)` with JSON-able
+arguments; `call` runs `runtime.setup_job(log, threads)` and the function in the process the
+script runs in, which diffroar.client chose:
 
-- through the worker: the script connects to a server on a Linux abstract Unix socket, sends the
-  request (function, arguments, working directory, environment, log, threads, its own start time)
-  with its stdin, stdout and stderr (SCM_RIGHTS), and the server forks a child that has torch,
-  Captum, zarr, pandas and matplotlib imported already. The child takes the script's descriptors,
-  directory and environment, runs the job and exits; its exit status becomes the script's. The
-  script that finds no server starts one (`python -m diffroar.worker serve <key>`, detached, its
-  log in <tempdir>/diffroar-worker-<uid>/<key>.log) and waits for it a few seconds; or
-- in the script's own process, as before the worker existed: with `DIFFROAR_WORKER=0`, under
-  Slurm (`SLURM_JOB_ID` set: every cluster job is its own allocation, and a server left behind
-  would hold the node), for jobs that ask for a GPU (`resources.<rule>.gpu`: their work dwarfs
-  the start-up), off Linux, and whenever no server can be reached (the pipeline never depends on
-  the worker).
+- the worker: the client connects to a server on a Linux abstract Unix socket, sends the request
+  (the job, its working directory, environment, argv and its own start time) with its stdin,
+  stdout and stderr (SCM_RIGHTS), and the server forks a child that has torch, Captum, zarr,
+  pandas and matplotlib imported already. The child takes the client's descriptors, directory
+  and environment, runs the rule script with its `snakemake` object (run_script) and exits; its
+  exit status becomes the client's. A client that finds no server starts one (`python -m
+  diffroar.worker serve <key>`, detached, its log in <tempdir>/diffroar-worker-<uid>/<key>.log)
+  and waits for it a few seconds; or
+- the job's own process (`python -m diffroar.worker job FD`, exec'd by the client), as before
+  the worker existed: with `DIFFROAR_WORKER=0`, under Slurm (`SLURM_JOB_ID` set: every cluster
+  job is its own allocation, and a server left behind would hold the node), for jobs that ask
+  for a GPU (`resources.<rule>.gpu`: their work dwarfs the start-up), off Linux, and whenever no
+  server can be reached (the pipeline never depends on the worker).
 
 Promises kept:
 - The code that runs is the code that was fingerprinted: the server's socket is named from a key
@@ -28,19 +31,21 @@ Promises kept:
   runs.
 - Nothing initialises CUDA before the fork: the server imports torch without touching the device,
   so a child still picks CUDA when there is a GPU (runtime.device).
-- Same results: the arguments go through JSON in both paths; the child caps torch at the job's
-  threads (setup_job) and BLAS at the thread count its environment asks for, as a fresh process
-  would; jobs seed themselves.
-- A job dies with its script: when the script's socket closes (kill -9, Snakemake cancelling), the
-  server SIGKILLs the child's process group; the child dies with the server too. Atomic outputs
+- The rule script that runs is the one Snakemake planned the job with (its sha256 is in the
+  command, so editing a script reruns its jobs; run_script refuses a script changed since).
+- Same results: the job and the arguments go through JSON in both paths; the child caps torch
+  at the job's threads (setup_job) and BLAS at the thread count its environment asks for, as a
+  fresh process would; jobs seed themselves.
+- A job dies with its client: when the client's socket closes (kill -9, Snakemake cancelling),
+  the server SIGKILLs the child's process group; the child dies with the server too. Atomic outputs
   (runtime.atomic_output) then never appear, as for a killed process.
 - The server starts no thread pool (no OpenMP, no BLAS threads: only pyarrow's jemalloc keeps
   its fork-safe background thread), so forking it is safe; it exits after
   `DIFFROAR_WORKER_IDLE` seconds (default 30) without a connection or a running child, and on
   SIGTERM after killing its children.
 
-Caveat: Snakemake's `benchmark:` files measure the script's process tree, so through the worker
-they record the script's small CPU and memory, not the job's (set DIFFROAR_WORKER=0 to benchmark).
+Caveat: Snakemake's `benchmark:` files measure the client's process tree, so through the worker
+they record the client's small CPU and memory, not the job's (set DIFFROAR_WORKER=0 to benchmark).
 """
 
 from __future__ import annotations
@@ -54,15 +59,21 @@ import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from diffroar.runtime import process_start_time
+from diffroar.client import (
+    FINISHED,
+    HEADER,
+    STARTED,
+    code_key,
+    process_start_time,
+    receive,
+    socket_name,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # what the server imports before serving; every stage a rule script calls
@@ -82,80 +93,97 @@ STAGES = (
     "diffroar.figures",
     "diffroar.verify",
 )
-SWITCH = "DIFFROAR_WORKER"
 IDLE = "DIFFROAR_WORKER_IDLE"
 DEFAULT_IDLE = 30.0
-CONNECT_WAIT = 10.0  # seconds a script waits for a server it started to listen
-ACCEPT_WAIT = 300.0  # seconds a script waits in the queue (the server may still be importing)
-HEADER = struct.Struct("!I")  # length of the JSON request that follows
-STARTED = struct.Struct("!i")  # the child's pid, sent when the job starts
-FINISHED = struct.Struct("!i")  # its exit code (negative: killed by that signal)
 
 
-# --- the key: which code the server runs --------------------------------------------------------
+# --- the job: a rule script with its `snakemake` object ---------------------------------------
 
 
-def code_key(package_dir: Path = PACKAGE_DIR) -> str:
-    """16 hex digits naming the server for this package copy, interpreter and user: sha256 over
-    the package directory's absolute path, sys.executable, the uid and (name, size, mtime_ns) of
-    every .py file of the package."""
-    digest = hashlib.sha256()
-    digest.update(f"{package_dir}\0{sys.executable}\0{os.getuid()}\0".encode())
-    for path in sorted(package_dir.glob("*.py")):
-        status = path.stat()
-        digest.update(f"{path.name}\0{status.st_size}\0{status.st_mtime_ns}\0".encode())
-    return digest.hexdigest()[:16]
+SCRIPTS_DIR = PACKAGE_DIR.parent / "scripts"
+_started: float | None = None  # when the running job's client process started (run_script)
 
 
-def socket_name(key: str) -> bytes:
-    """The abstract socket address (a leading NUL: no file, gone with the server)."""
-    return f"\0diffroar-worker-{key}".encode()
+class Named(list):
+    """What a Snakemake script sees as snakemake.input, .output, .log, .params, .wildcards and
+    .resources: a list whose named entries are also attributes and keys (a name of several
+    items gives their list)."""
+
+    def __init__(self, encoded: dict[str, Any] | None = None):
+        encoded = encoded or {}
+        super().__init__(encoded.get("items", []))
+        self._names = dict(encoded.get("names", {}))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_names"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self._names[key]
+        return super().__getitem__(key)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._names.get(name, default)
+
+    def keys(self):
+        return self._names.keys()
+
+    def items(self):
+        return self._names.items()
 
 
-def server_log(key: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"diffroar-worker-{os.getuid()}" / f"{key}.log"
+class Job:
+    """The `snakemake` object of a rule script, from the job's JSON (rules/common.smk)."""
+
+    def __init__(self, job: dict[str, Any]):
+        for name in ("input", "output", "log", "params", "wildcards", "resources"):
+            setattr(self, name, Named(job.get(name)))
+        self.threads = int(job["threads"])
+        self.script = job["script"]
+        self.runtime_settings = dict(job.get("runtime_settings", {}))
 
 
-# --- the client: what a rule script calls --------------------------------------------------------
+def script_path(job: dict[str, Any]) -> Path:
+    """The rule script a job names (a file of workflow/scripts); ValueError for anything else."""
+    name = job.get("script") if isinstance(job, dict) else None
+    path = SCRIPTS_DIR / str(name)
+    if not isinstance(name, str) or Path(name).name != name or not path.is_file():
+        raise ValueError(f"job request: script {name!r}: must be a file of {SCRIPTS_DIR}")
+    return path
+
+
+def run_script(job: dict[str, Any], started: float | None = None) -> None:
+    """Run the job's rule script in this process with its `snakemake` object; `started` is when
+    the job's client process started (None: this process's creation). RuntimeError when the
+    script is not the one Snakemake planned the job with (its sha256 in the job)."""
+    global _started
+    path = script_path(job)
+    source = path.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    if digest != job.get("sha256"):
+        raise RuntimeError(
+            f"{path} changed after Snakemake planned this job (sha256 {digest}, planned "
+            f"{job.get('sha256')}): run snakemake again"
+        )
+    _started = process_start_time() if started is None else started
+    snakemake = Job(job)
+    namespace = {"__name__": "__main__", "__file__": str(path), "snakemake": snakemake}
+    exec(compile(source, str(path), "exec"), namespace)
 
 
 def call(snakemake: Any, function: str, *args: Any, **kwargs: Any) -> None:
     """Run `function` ("module:name", a diffroar stage) with `args` and `kwargs` (JSON-able: paths,
-    numbers, config dicts) as the job of `snakemake` (its log[0] and threads), through the worker
-    or in this process (module docstring). Returns when the job succeeded; exits the script with
-    the job's exit status when it failed in the worker; raises as the function does in-process."""
-    log_path = str(snakemake.log[0])
-    threads = int(snakemake.threads)
-    # the same JSON round trip on both paths: a job sees the same arguments either way
+    numbers, config dicts) as the job of `snakemake` (its log[0] and threads) in this process:
+    the worker's child or the job's own process (diffroar.client chose). Raises as the function
+    does (setup_job's excepthook logs it)."""
+    # the same JSON round trip wherever the job runs: it sees the same arguments either way
     args, kwargs = json.loads(json.dumps([list(args), kwargs]))
-    reason = in_process_reason(os.environ, getattr(snakemake.resources, "gpu", 0))
-    if reason is None:
-        status = through_worker(function, args, kwargs, log_path, threads)
-        if status is not None:
-            if status != 0:
-                sys.exit(status if status > 0 else 128 - status)
-            return
-    run_in_process(function, args, kwargs, log_path, threads)
-
-
-def in_process_reason(environ: dict[str, str] | Any, gpus: Any = 0) -> str | None:
-    """Why a job runs in its own process (None: hand it to the worker). ValueError naming the
-    value when DIFFROAR_WORKER is neither 0 nor 1."""
-    switch = environ.get(SWITCH, "1")
-    if switch not in ("0", "1", ""):
-        raise ValueError(
-            f"environment error: {SWITCH} = {switch!r}: must be 1 (default: hand jobs to a "
-            "warm pre-imported worker) or 0 (run every job in its own process)"
-        )
-    if switch == "0":
-        return f"{SWITCH}=0"
-    if environ.get("SLURM_JOB_ID"):
-        return "a Slurm job"
-    if gpus:
-        return "a GPU job"
-    if not sys.platform.startswith("linux"):
-        return "not Linux (no abstract sockets)"
-    return None
+    run_in_process(
+        function, args, kwargs, str(snakemake.log[0]), int(snakemake.threads), started=_started
+    )
 
 
 def run_in_process(
@@ -178,121 +206,6 @@ def resolve(function: str):
             f"worker request: function {function!r}: must be 'diffroar.<module>:<name>'"
         )
     return getattr(importlib.import_module(module), name)
-
-
-def through_worker(
-    function: str, args: list, kwargs: dict, log_path: str, threads: int
-) -> int | None:
-    """Hand the job to the server (starting one if none listens): the job's exit code, or None
-    when no server took the job (the caller then runs it in-process)."""
-    key = code_key()
-    request = {
-        "function": function,
-        "args": args,
-        "kwargs": kwargs,
-        "cwd": os.getcwd(),
-        "environ": dict(os.environ),
-        "argv": sys.argv,
-        "log": log_path,
-        "threads": threads,
-        "started": process_start_time(),  # diffroar.runtime: standard library only
-    }
-    payload = json.dumps(request).encode()
-    for _attempt in range(2):  # a server that exits idle as we connect: start another once
-        connection = connect(key)
-        if connection is None:
-            return None
-        try:
-            connection.settimeout(ACCEPT_WAIT)
-            socket.send_fds(connection, [HEADER.pack(len(payload))], [0, 1, 2])
-            connection.sendall(payload)
-            started = receive(connection, STARTED.size)
-            if started is None:
-                continue  # closed before it took the job: nothing ran
-            connection.settimeout(None)  # the job runs as long as it runs
-            finished = receive(connection, FINISHED.size)
-        except OSError as error:
-            note(f"the worker did not take the job ({error})")
-            return None
-        finally:
-            connection.close()
-        if finished is None:
-            print(
-                f"diffroar.worker: the worker ended while it ran the job (see {server_log(key)})",
-                file=sys.stderr,
-            )
-            return 1
-        return FINISHED.unpack(finished)[0]
-    return None
-
-
-def connect(key: str) -> socket.socket | None:
-    """A connection to the server of `key`, starting the server when none listens; None when
-    none listens after CONNECT_WAIT seconds."""
-    connection = try_connect(key)
-    if connection is not None:
-        return connection
-    try:
-        start_server(key)
-    except OSError as error:
-        note(f"cannot start the worker ({error})")
-        return None
-    deadline = time.monotonic() + CONNECT_WAIT
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        connection = try_connect(key)
-        if connection is not None:
-            return connection
-    note(f"no worker listens after {CONNECT_WAIT:.0f} s (see {server_log(key)})")
-    return None
-
-
-def try_connect(key: str) -> socket.socket | None:
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        connection.connect(socket_name(key))
-    except OSError:
-        connection.close()
-        return None
-    return connection
-
-
-def start_server(key: str) -> None:
-    """Start `python -m diffroar.worker serve key` detached: its own session (Snakemake's signals
-    to the job's group miss it), no stdin, output to its log, the package first on its path."""
-    log_path = server_log(key)
-    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    environ = dict(os.environ)
-    environ["PYTHONPATH"] = os.pathsep.join(
-        [str(PACKAGE_DIR.parent), *filter(None, [environ.get("PYTHONPATH")])]
-    )
-    environ["OPENBLAS_NUM_THREADS"] = "1"  # no BLAS thread pool in the server; children set theirs
-    with open(log_path, "ab") as output:
-        subprocess.Popen(
-            [sys.executable, "-m", "diffroar.worker", "serve", key],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
-            cwd="/",
-            env=environ,
-            start_new_session=True,
-            close_fds=True,
-        )
-
-
-def receive(connection: socket.socket, size: int) -> bytes | None:
-    """Exactly `size` bytes, or None at end of stream before them."""
-    data = b""
-    while len(data) < size:
-        chunk = connection.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def note(message: str) -> None:
-    print(f"diffroar.worker: {message}; running the job in its own process", file=sys.stderr)
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -320,6 +233,29 @@ def preimport() -> dict[str, float]:
     return seconds
 
 
+def drop_import_exit_hooks() -> int:
+    """Set aside the exit work the server's imports registered, which each job's child would
+    otherwise repeat at its exit for a process that is ending anyway: torch's operator-library
+    finalizers (187 of them, deregistering operators: 30-60 ms of every job's exit on the 2-core
+    machine) and torch._dynamo's compile-time report (no job compiles). What a job registers
+    itself (its job-times line, a temporary directory's cleanup) still runs at its exit. The
+    number of finalizers set aside."""
+    import atexit
+    import gc
+    import weakref
+
+    count = 0
+    for candidate in gc.get_objects():
+        # type(), not isinstance(): no lazy module object is asked for its __class__
+        if type(candidate) is weakref.finalize and candidate.alive and candidate.atexit:
+            candidate.atexit = False
+            count += 1
+    dynamo_utils = sys.modules.get("torch._dynamo.utils")
+    if dynamo_utils is not None and hasattr(dynamo_utils, "dump_compile_times"):
+        atexit.unregister(dynamo_utils.dump_compile_times)
+    return count
+
+
 def idle_seconds(environ) -> float:
     text = environ.get(IDLE, "")
     if text == "":
@@ -344,8 +280,8 @@ class Server:
         self.key = key
         self.listener = listener
         self.idle = idle
-        self.children: dict[int, socket.socket] = {}  # child pid -> its script's connection
-        self.abandoned: set[int] = set()  # children killed because their script went away
+        self.children: dict[int, socket.socket] = {}  # child pid -> its client's connection
+        self.abandoned: set[int] = set()  # children killed because their client went away
         self.last_active = time.monotonic()
         self.stopping = False
         self.wakeup_read, self.wakeup_write = os.pipe()
@@ -369,8 +305,8 @@ class Server:
                 _drain(self.wakeup_read)
             self.reap()
             for pid, connection in list(self.children.items()):
-                if connection in readable and pid not in self.abandoned:  # the script is gone
-                    say(f"the script of child {pid} went away: killing its process group")
+                if connection in readable and pid not in self.abandoned:  # the client is gone
+                    say(f"the client of child {pid} went away: killing its process group")
                     _kill_group(pid)
                     self.abandoned.add(pid)
             if self.listener in readable:
@@ -380,7 +316,7 @@ class Server:
             elif time.monotonic() - self.last_active > self.idle:
                 say(f"idle for {self.idle:g} s: exiting")
                 break
-        self.listener.close()  # no more connections; scripts queued now start a new server
+        self.listener.close()  # no more connections; clients queued now start a new server
         for pid in self.children:
             _kill_group(pid)
         while self.children:
@@ -420,7 +356,7 @@ class Server:
             connection.close()
             return
         try:
-            if _closed(connection):  # the script gave up waiting: run nothing
+            if _closed(connection):  # the client gave up waiting: run nothing
                 connection.close()
                 return
             sys.stdout.flush()
@@ -433,7 +369,7 @@ class Server:
             except OSError:
                 pass  # the child did it already
             self.children[pid] = connection
-            say(f"child {pid}: {request['function']} in {request['cwd']}")
+            say(f"child {pid}: {request['job']['script']} in {request['cwd']}")
             try:
                 connection.sendall(STARTED.pack(pid))
             except OSError:
@@ -443,7 +379,7 @@ class Server:
                 os.close(fd)
 
     def read_request(self, connection: socket.socket) -> tuple[dict, list[int]]:
-        """The request and the script's stdin, stdout and stderr; ValueError for a stranger or
+        """The request and the client's stdin, stdout and stderr; ValueError for a stranger or
         a malformed request."""
         credentials = connection.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
@@ -460,7 +396,7 @@ class Server:
             if body is None:
                 raise ValueError("the request ended early")
             request = json.loads(body)
-            resolve(request["function"])  # imported already; refuses anything else
+            script_path(request["job"])  # a rule script of this package, nothing else
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -469,7 +405,7 @@ class Server:
         return request, fds
 
     def child(self, connection: socket.socket, request: dict, fds: list[int]) -> None:
-        """In the forked child: become the job (the script's descriptors, directory, environment
+        """In the forked child: become the job (the client's descriptors, directory, environment
         and signals), run it like `run_in_process` does, exit with its status."""
         code = 1
         try:
@@ -500,20 +436,13 @@ class Server:
 
 
 def _run_job(request: dict) -> int:
-    """The job, as `run_in_process` runs it; exit hooks run (setup_job reports the job times
-    there); its exit code."""
+    """The job, as `run_script` runs it in-process; exit hooks run (setup_job reports the job
+    times there); its exit code."""
     import atexit
 
     code = 0
     try:
-        run_in_process(
-            request["function"],
-            request["args"],
-            request["kwargs"],
-            request["log"],
-            request["threads"],
-            started=request["started"],
-        )
+        run_script(request["job"], started=request["started"])
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
         if exit.code is not None and not isinstance(exit.code, int):
@@ -567,7 +496,7 @@ def _kill_group(pid: int) -> None:
 
 
 def _closed(connection: socket.socket) -> bool:
-    """Whether the script closed its end (readable with nothing to read)."""
+    """Whether the client closed its end (readable with nothing to read)."""
     readable, _, _ = select.select([connection], [], [], 0)
     if not readable:
         return False
@@ -605,6 +534,7 @@ def serve(key: str) -> int:
         + ", ".join(f"{name} {value:.1f}" for name, value in seconds.items())
         + ")"
     )
+    say(f"set aside {drop_import_exit_hooks()} exit finalizers of the imports")
     if code_key() != key:
         say("the package changed while the server started: exiting")
         return 0
@@ -613,11 +543,22 @@ def serve(key: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "serve":
-        print("usage: python -m diffroar.worker serve <key>", file=sys.stderr)
-        return 2
-    return serve(argv[1])
+    """`serve KEY`: the server; `job FD`: in this process, the job whose JSON descriptor FD
+    holds (diffroar.client, replaced by this process)."""
+    if len(argv) == 2 and argv[0] == "serve":
+        return serve(argv[1])
+    if len(argv) == 2 and argv[0] == "job" and argv[1].isdigit():
+        with os.fdopen(int(argv[1]), "rb") as encoded:
+            job = json.loads(encoded.read())
+        run_script(job)  # an exception reaches setup_job's excepthook: exit 1
+        return 0
+    print("usage: python -m diffroar.worker serve KEY | job FD", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # run as diffroar.worker, the module rule scripts import (`call` reads the job's start
+    # from it), not as a second copy of it named __main__
+    from diffroar import worker
+
+    sys.exit(worker.main(sys.argv[1:]))

@@ -6,7 +6,7 @@ call(
     snakemake,
     "diffroar.import_checkpoint:run_import",
     snakemake.input.dataset,
-    snakemake.config["models"][snakemake.wildcards.model]["checkpoint"],
+    snakemake.runtime_settings["checkpoint"],
     snakemake.output.checkpoint,
     snakemake.output.metrics,
     dataset=snakemake.wildcards.dataset,

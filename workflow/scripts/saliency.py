@@ -9,9 +9,8 @@ call(
     snakemake.input.checkpoint,
     snakemake.output[0],
     method=snakemake.wildcards.method,
-    # the batch sizes change no attribution, so they come from the config, not the params
-    settings=snakemake.params.settings
-    | {key: snakemake.config["saliency"][key] for key in ("batch_size", "internal_batch_size")},
+    # the batch sizes change no attribution: runtime settings, not params
+    settings=snakemake.params.settings | snakemake.runtime_settings,
     expected_fingerprint=snakemake.params.fingerprint,
     expected=snakemake.params.identity,
 )

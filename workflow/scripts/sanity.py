@@ -10,8 +10,8 @@ call(
     snakemake.output[0],
     methods=snakemake.params.methods,
     sanity=snakemake.params.sanity,
-    # the batch sizes change no attribution, so they come from the config, not the params
-    batch={key: snakemake.config["saliency"][key] for key in ("batch_size", "internal_batch_size")},
+    # the batch sizes change no attribution: runtime settings, not params
+    batch=snakemake.runtime_settings,
     model_cfg=snakemake.params.model,
     checkpoint_fingerprint=snakemake.params.fingerprint,
     expected=snakemake.params.identity,
