@@ -40,6 +40,7 @@ def run(quick: bool) -> list[Row]:
         wall = time.perf_counter() - started
     lines = (result.stdout + result.stderr).strip().splitlines()
     summary = next((line for line in reversed(lines) if re.search(r"passed|failed", line)), "")
+    failed = [line.split()[1] for line in lines if line.startswith(("FAILED ", "ERROR "))]
     passed = result.returncode == 0
     return [
         Row(
@@ -49,6 +50,7 @@ def run(quick: bool) -> list[Row]:
             "s",
             target=f"<= {TARGET_SECONDS:g} s, all passing",
             met=passed and wall <= TARGET_SECONDS,
-            note=f"pytest at {head} (committed state): {summary.strip('= ')}",
+            note=f"pytest at {head} (committed state): {summary.strip('= ')}"
+            + (f"; failed: {', '.join(failed)}" if failed else ""),
         )
     ]

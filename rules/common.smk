@@ -58,10 +58,11 @@ FIGURES = "results/figures"
 # `script:` would import Snakemake in every job first. The script sees the `snakemake` object it
 # would see under `script:` (input, output, log, params, wildcards, threads, resources), sent as
 # the job's JSON in the `job` param; `runtime_settings` adds what changes no result (batch sizes, a
-# checkpoint's path). `job` takes input, output, threads and resources, so Snakemake leaves it
-# out of the params that decide reruns: those are the rule's other params, as before. The command
-# names the script's sha256, so editing a script reruns its jobs (Snakemake's code trigger), and
-# the job refuses to run a script that changed after Snakemake planned it.
+# checkpoint's path). `job` takes input and output, so Snakemake leaves it out of the params
+# that decide reruns: those are the rule's other params, as before (and it does not ask for
+# threads or resources, which would make Snakemake compute every job's resources in a dry run).
+# The command names the script's sha256, so editing a script reruns its jobs (Snakemake's code
+# trigger), and the job refuses to run a script that changed after Snakemake planned it.
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 # the command's Python: this one, or in `--sdm conda` the rule's environment's own (not a
 # required variable of the user's, so no `envvars:` entry)
@@ -75,11 +76,15 @@ os.environ.update(
 
 
 def job_shell(script):
-    """The shell command of a rule that runs workflow/scripts/`script`."""
+    """The shell command of a rule that runs workflow/scripts/`script`, the script named as the
+    rule is. The command names the script's sha256, the job's threads, GPUs (resources.<name>.gpu)
+    and log; the job's JSON goes to its stdin."""
     digest = hashlib.sha256((SCRIPTS / script).read_bytes()).hexdigest()[:16]
+    asks_gpu = config["resources"].get(Path(script).stem, {}).get("gpu", 0)
+    gpus = "{resources.gpu}" if asks_gpu else "0"
     return (
-        f'"$DIFFROAR_PYTHON" -S -m diffroar.client {script} {digest} {{log:q}} '
-        "<<< {params.job:q}"
+        f'"$DIFFROAR_PYTHON" -S -m diffroar.client {script} {digest} {{threads}} {gpus} '
+        "{log:q} <<< {params.job:q}"
     )
 
 
@@ -104,10 +109,8 @@ def job_params(runtime_settings=None, **params):
     evaluate = {name: param_caller(value) for name, value in params.items()}
     settings_of = param_caller(runtime_settings or {})
 
-    def job(wildcards, input, output, threads, resources):
-        return JobRequest(
-            evaluate, settings_of, wildcards, input, output, threads, resources
-        )
+    def job(wildcards, input, output):
+        return JobRequest(evaluate, settings_of, wildcards, input, output)
 
     return {**params, "job": job}
 
@@ -140,39 +143,20 @@ def named(files):
 class JobRequest:
     """The `job` param: built when Snakemake formats the job's shell command (str), not before."""
 
-    def __init__(
-        self, evaluate, settings_of, wildcards, input, output, threads, resources
-    ):
-        self.parts = (
-            evaluate,
-            settings_of,
-            wildcards,
-            input,
-            output,
-            threads,
-            resources,
-        )
+    def __init__(self, evaluate, settings_of, wildcards, input, output):
+        self.parts = (evaluate, settings_of, wildcards, input, output)
 
     def __repr__(self):
         return f"JobRequest({dict(self.parts[2].items())})"
 
     def __str__(self):
-        evaluate, settings_of, wildcards, input, output, threads, resources = self.parts
+        evaluate, settings_of, wildcards, input, output = self.parts
         params = {name: get(wildcards, input, output) for name, get in evaluate.items()}
         job = {
             "input": named(input),
             "output": named(output),
             "params": {"items": list(params.values()), "names": params},
             "wildcards": named(wildcards),
-            "threads": threads,
-            "resources": {
-                "items": [],
-                "names": {
-                    name: value
-                    for name, value in resources.items()
-                    if isinstance(value, (int, float, str)) and not name.startswith("_")
-                },
-            },
             "runtime_settings": settings_of(wildcards, input, output),
         }
         return json.dumps(job, sort_keys=True, separators=(",", ":"))

@@ -65,8 +65,10 @@ def test_closure_of_localization_includes_mask_and_metrics():
 def test_closure_of_a_leaf_module_is_itself():
     assert module_closure("plugins") == ["plugins"]
     assert module_closure("architectures") == ["architectures", "plugins"]  # user builders
-    assert module_closure("runtime") == ["runtime"]
-    assert module_closure("store") == ["runtime", "store"]  # stores are written atomically
+    assert module_closure("client") == ["client"]
+    # a job's start time comes from the client's clock (the standard library only)
+    assert module_closure("runtime") == ["client", "runtime"]
+    assert module_closure("store") == ["client", "runtime", "store"]  # written atomically
 
 
 def test_config_shares_only_its_light_tables_with_the_stages():
@@ -102,6 +104,7 @@ def test_closure_recognises_every_import_form(package_copy):
     assert copy.module_closure("probe") == [
         "architectures",
         "checks",  # metrics checks the JSON and tables it reads
+        "client",  # runtime's clock
         "config",
         "datafiles",
         "imputation",  # metrics names the mask-only control

@@ -80,7 +80,7 @@ call(snakemake, snakemake.params.function, *snakemake.params.args)
 SCRIPT_SHA = hashlib.sha256(SCRIPT.encode()).hexdigest()[:16]
 
 
-def _job(function: str, args, threads: int = 1) -> str:
+def _job(function: str, args) -> str:
     """The JSON of a probe job, as rules/common.smk's JobRequest writes it."""
     params = {"function": function, "args": list(args)}
     return json.dumps(
@@ -89,17 +89,23 @@ def _job(function: str, args, threads: int = 1) -> str:
             "output": {"items": [], "names": {}},
             "params": {"items": list(params.values()), "names": params},
             "wildcards": {"items": [], "names": {}},
-            "threads": threads,
-            "resources": {"items": [], "names": {}},
             "runtime_settings": {},
         }
     )
 
 
-def _command(cwd: Path) -> list[str]:
+def _command(cwd: Path, threads: int = 1) -> list[str]:
     """The rule's command (the job's JSON goes to its stdin): python -S -m diffroar.client SCRIPT
-    SHA256 LOG."""
-    return ["-m", "diffroar.client", "probe.py", SCRIPT_SHA, str(cwd / "job.log")]
+    SHA256 THREADS GPUS LOG."""
+    return [
+        "-m",
+        "diffroar.client",
+        "probe.py",
+        SCRIPT_SHA,
+        str(threads),
+        "0",
+        str(cwd / "job.log"),
+    ]
 
 
 def _alive(pid: int) -> bool:
@@ -138,7 +144,7 @@ def _client(package: Path, cwd: Path, function: str, *args, threads: int = 1, **
     `function`; its Popen."""
     env = {**os.environ, "PYTHONPATH": str(package), "DIFFROAR_WORKER_IDLE": "60", **environ}
     process = subprocess.Popen(
-        [sys.executable, "-S", *_command(cwd)],
+        [sys.executable, "-S", *_command(cwd, threads)],
         cwd=cwd,
         env=env,
         stdin=subprocess.PIPE,
@@ -146,7 +152,7 @@ def _client(package: Path, cwd: Path, function: str, *args, threads: int = 1, **
         stderr=subprocess.PIPE,
         text=True,
     )
-    process.stdin.write(_job(function, args, threads))
+    process.stdin.write(_job(function, args))
     process.stdin.close()
     process.stdin = None  # written: communicate() has nothing more to send
     return process
@@ -411,6 +417,25 @@ client.CONNECT_WAIT = 0.3
 print(os.getpid(), flush=True)
 sys.exit(client.main(sys.argv[1:]))
 """
+
+
+def test_a_gpu_job_runs_in_the_clients_process_and_bad_arguments_are_refused(package, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    job = _job("diffroar.probe:report", [str(tmp_path / "facts.json")])
+    command = _command(tmp_path)
+    command[5] = "1"  # GPUS: resources.<rule>.gpu asks for one
+    result = subprocess.run(
+        [sys.executable, "-S", *command], input=job, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert facts["ppid"] == os.getpid()  # exec'd in the client's process, not a server's child
+    for bad in (command[:-1], [*command[:4], "two", *command[5:]]):
+        result = subprocess.run(
+            [sys.executable, "-S", *bad], input=job, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 2 and "usage: python -S -m diffroar.client" in result.stderr
 
 
 def test_without_a_reachable_server_the_job_runs_in_the_clients_process(package, tmp_path):

@@ -1,7 +1,7 @@
-"""The command every rule runs: `python -S -m diffroar.client SCRIPT SHA256 LOG <<< JOB`: the
-rule's script (a file of workflow/scripts), its sha256 when Snakemake planned the job (16 hex
-digits), the job's log, and on stdin the job's JSON (rules/common.smk `JobRequest`: input,
-output, params, wildcards, threads, resources and the settings that change no result; on stdin
+"""The command every rule runs: `python -S -m diffroar.client SCRIPT SHA256 THREADS GPUS LOG <<<
+JOB`: the rule's script (a file of workflow/scripts), its sha256 when Snakemake planned the job
+(16 hex digits), the job's threads, GPUs and log, and on stdin the job's JSON (rules/common.smk
+`JobRequest`: input, output, params, wildcards and the settings that change no result; on stdin
 because a job of many inputs exceeds the 128 KiB of one command-line argument).
 
 A rule used to be a Snakemake `script:`, whose preamble imports Snakemake (about 60 ms) in a
@@ -210,15 +210,24 @@ def exit_status(code: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: python -S -m diffroar.client SCRIPT SHA256 LOG < JOB_JSON", file=sys.stderr)
+    if len(argv) != 5 or not argv[2].isdigit() or not argv[3].isdigit():
+        print(
+            "usage: python -S -m diffroar.client SCRIPT SHA256 THREADS GPUS LOG < JOB_JSON",
+            file=sys.stderr,
+        )
         return 2
     started = process_start_time()
-    script, digest, log = argv
+    script, digest, threads, gpus, log = argv
     job = json.loads(sys.stdin.read())
-    job.update(script=script, sha256=digest, log={"items": [log], "names": {}})
+    job.update(
+        script=script,
+        sha256=digest,
+        threads=int(threads),
+        resources={"items": [], "names": {"gpu": int(gpus)} if int(gpus) else {}},
+        log={"items": [log], "names": {}},
+    )
     try:
-        reason = in_process_reason(os.environ, job["resources"]["names"].get("gpu", 0))
+        reason = in_process_reason(os.environ, int(gpus))
     except ValueError as error:
         print(error, file=sys.stderr)
         return 1
