@@ -61,9 +61,10 @@ def setup_job(log_path: str | Path, threads: int, started: float | None = None) 
 
 
 def _log_job_times(threads: int, started: float | None = None) -> None:
-    """At exit, log how long the job worked and how long its process took to get there (the
-    interpreter, Snakemake's script preamble and the imports, or the hand-over to the worker)
-    from `started` (default: this process's creation): bench/ reads this line."""
+    """At exit, log how long the job worked and how long it took to get there from `started`
+    (default: this process's creation; a job run by diffroar.client passes its client's: the
+    client's interpreter and the hand-over to the worker, or the imports of a job in its own
+    process): bench/ reads this line."""
     if started is None:
         started = process_start_time()
     ready = time.time()

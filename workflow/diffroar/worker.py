@@ -1,11 +1,11 @@
 """A warm, pre-imported process that jobs are handed to, so that a job does not spend two
 seconds importing torch before a second of work.
 
-Every rule runs `python -S -m diffroar.client SCRIPT SHA256 LOG <<< JOB` (rules/common.smk): its
-rule script (workflow/scripts/*.py) with the job's JSON. A rule script imports only this module
-and calls `call(snakemake, "diffroar.<stage>:<function>", *args, **kwargs)` with JSON-able
-arguments; `call` runs `runtime.setup_job(log, threads)` and the function in the process the
-script runs in, which diffroar.client chose:
+Every rule runs `python -S -m diffroar.client SCRIPT SHA256 THREADS GPUS LOG <<< JOB`
+(rules/common.smk): its rule script (workflow/scripts/*.py) with the job's JSON. A rule script
+imports only this module and calls `call(snakemake, "diffroar.<stage>:<function>", *args,
+**kwargs)` with JSON-able arguments; `call` runs `runtime.setup_job(log, threads)` and the
+function in the process the script runs in, which diffroar.client chose:
 
 - the worker: the client connects to a server on a Linux abstract Unix socket, sends the request
   (the job, its working directory, environment, argv and its own start time) with its stdin,
@@ -142,7 +142,6 @@ class Job:
         for name in ("input", "output", "log", "params", "wildcards", "resources"):
             setattr(self, name, Named(job.get(name)))
         self.threads = int(job["threads"])
-        self.script = job["script"]
         self.runtime_settings = dict(job.get("runtime_settings", {}))
 
 
