@@ -27,6 +27,8 @@ ORDERS = ["top", "bottom"]
 # The imputations that fill the removed coordinates: every one but the mask-only control, which
 # has no retrain-free curve (the base model never saw binary masks).
 FILLS = [name for name in EXPERIMENT["imputations"] if name != MASK_ONLY]
+# k as the jobs read it from their paths
+KEEP_FRACTIONS = [float(format_k(k)) for k in EXPERIMENT["keep_fractions"]]
 
 
 wildcard_constraints:
@@ -280,18 +282,26 @@ def retrain_metrics(wildcards):
     )
 
 
-def noretrain_masked(wildcards):
-    """Masked stores of every method x imputation x order x k of one base model."""
+def noretrain_saliency(wildcards):
+    """Attribution stores of every method of one base model: its noretrain job masks the test
+    split with each."""
     return expand(
-        MASKED,
+        SALIENCY,
         dataset=wildcards.dataset,
         model=wildcards.model,
         seed=wildcards.seed,
         method=EXPERIMENT["methods"],
-        imputation=FILLS,
-        order=ORDERS,
-        k=[format_k(k) for k in EXPERIMENT["keep_fractions"]],
     )
+
+
+def noretrain_masking(wildcards):
+    """The masking settings of a noretrain job: ranking and tie-break seed, and the noise if
+    one of its imputations draws it."""
+    masking = config["masking"]
+    settings = {key: masking[key] for key in ("ranking", "tiebreak_seed")}
+    if "noisy_linear" in FILLS:
+        settings["noise"] = masking["noise"]
+    return settings
 
 
 def noretrain_tables(dataset):
@@ -580,25 +590,6 @@ def saliency_identity(wildcards):
     }
 
 
-def masked_identity(wildcards, order=None):
-    """What a masked store records: of `order`, or of the wildcards' order."""
-    settings = masking_settings(wildcards)
-    masking = {
-        "model": wildcards.model,
-        "base_seed": int(wildcards.seed),
-        "method": wildcards.method,
-        "imputation": wildcards.imputation,
-        "order": order or wildcards.order,
-        "keep_fraction": float(wildcards.k),
-        "ranking": settings["ranking"],
-        "tiebreak_seed": settings["tiebreak_seed"],
-        "checkpoint_fingerprint": train_fingerprint(wildcards),
-    }
-    return {"dataset": wildcards.dataset} | {
-        f"masking.{k}": v for k, v in masking.items()
-    }
-
-
 def run_identity(wildcards, rseed):
     """What a retrained model's checkpoint and metrics JSON record."""
     return {
@@ -619,12 +610,11 @@ def run_identity(wildcards, rseed):
 
 def expected_inputs(*kinds):
     """A params function: input path -> expected identity, for inputs of `kinds` (data,
-    checkpoint, saliency, masked)."""
+    checkpoint, saliency)."""
     patterns = {
         "data": (DATA, dataset_identity),
         "checkpoint": (f"{MODEL_DIR}/model.safetensors", checkpoint_identity),
         "saliency": (SALIENCY, saliency_identity),
-        "masked": (MASKED, masked_identity),
     }
 
     def identities(wildcards):
@@ -636,15 +626,6 @@ def expected_inputs(*kinds):
         }
 
     return identities
-
-
-def masked_pair_identities(wildcards):
-    """A retrain job's inputs -> expected identity: the top-k and bottom-k stores of its pair."""
-    values = dict(wildcards.items())
-    return {
-        of_order(MASKED, order).format(**values): masked_identity(wildcards, order)
-        for order in ORDERS
-    }
 
 
 def _combinations(wildcards, **fixed):
@@ -685,9 +666,15 @@ def gallery_identities(wildcards):
 def noretrain_identities(wildcards):
     """The expected identity of every input of a noretrain job."""
     expected = expected_inputs("data", "checkpoint")(wildcards)
-    for run in _combinations(wildcards, model=wildcards.model, seed=wildcards.seed):
-        if run.imputation in FILLS:
-            expected[MASKED.format(**vars(run))] = masked_identity(run)
+    for run in _combinations(
+        wildcards,
+        model=wildcards.model,
+        seed=wildcards.seed,
+        imputation=None,
+        order=None,
+        k=None,
+    ):
+        expected[SALIENCY.format(**vars(run))] = saliency_identity(run)
     return expected
 
 
@@ -736,7 +723,6 @@ def verify_expectations():
                 "saliency",
                 saliency_identity(run),
             )
-            expected[MASKED.format(**vars(run))] = ("mask", masked_identity(run))
             expected[NORETRAIN.format(**vars(run))] = (
                 "noretrain",
                 {"dataset": dataset, "model": run.model, "base_seed": int(run.seed)},

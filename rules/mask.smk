@@ -1,4 +1,7 @@
-# One job per method, imputation and k writes the top-k and the bottom-k store from one ranking.
+# Masked stores on request: one job per method, imputation and k writes the top-k and the bottom-k
+# store from one ranking. No rule reads them (the retrain and noretrain jobs mask in memory, the
+# same images bit for bit): ask for one to look at it, e.g.
+#   snakemake --cores 2 results/masked/digits/mlp_standard/seed0/gradient/mean/top-k0.2.zarr
 rule mask:
     input:
         dataset=DATA,

@@ -1,6 +1,8 @@
-# One job per mask pair (top-k and bottom-k of one method, imputation and k) retrains both orders:
-# DiffROAR needs both, and one job halves the start-ups. With `retraining.group_seeds` it trains
-# every retrain seed too, else one job per retrain seed.
+# One job per mask pair (top-k and bottom-k of one method, imputation and k) masks the dataset in
+# memory (diffroar.mask.masked_splits: the images the mask rule's stores hold, bit for bit) and
+# retrains both orders: DiffROAR needs both, and one job halves the start-ups; no masked store is
+# written and read back (rules/mask.smk writes them on request). With `retraining.group_seeds` it
+# trains every retrain seed too, else one job per retrain seed.
 RETRAIN_LOG = (
     "results/logs/retrain/{dataset}/{model}/seed{seed}/{method}/{imputation}/k{k}"
 )
@@ -14,7 +16,8 @@ RETRAIN_JOB = (
 
 rule retrain:
     input:
-        **{order: of_order(MASKED, order) for order in ORDERS},
+        dataset=DATA,
+        saliency=SALIENCY,
     output:
         **retrain_outputs("model.safetensors"),
         **retrain_outputs("metrics.json"),
@@ -30,13 +33,14 @@ rule retrain:
     params:
         **job_params(
             orders=ORDERS,
+            masking=masking_settings,
             base_model=base_model,
             model=retrain_model,
             retraining=retraining_settings(),
             seeds=job_retrain_seeds,
             fingerprints=retrain_fingerprints,
             attribution_fingerprint=attribution_fingerprint,
-            identity=masked_pair_identities,
+            identity=expected_inputs("data", "saliency"),
             code=code_fingerprint("retrain"),
         ),
     shell:

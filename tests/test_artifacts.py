@@ -4,8 +4,9 @@ Every case damages or swaps one artifact of a copy of the small finished run
 (tests/small_runs.py) and calls the stage that reads it, as its rule does (with the identity the
 rule expects of each input): each must end in a refusal that names the file, and the content
 hashes of `results/` must be the same before and after the refused call. A few Snakemake runs
-prove the wiring: the issue's swapped masked store, `snakemake verify`, and the recovery after
-`kill -9` of Snakemake itself.
+prove the wiring: a swapped attribution store (the issue's swapped masked store: the retrain
+jobs now mask in memory from it), `snakemake verify`, and the recovery after `kill -9` of
+Snakemake itself.
 """
 
 from __future__ import annotations
@@ -102,10 +103,17 @@ def _edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(document, indent=2))
 
 
-def _retrain(masked: Path, expected: dict | None, out: Path = TOP_METRICS.parent):
+MASKING_CFG = {"ranking": "coordinate", "tiebreak_seed": 0}
+
+
+def _retrain(expected: dict | None, out: Path = TOP_METRICS.parent):
     return lambda: run_retrain(
-        {"top": str(masked)},
+        str(DATA),
+        str(SALIENCY),
         {"top": [(str(out / "model.safetensors"), str(out / "metrics.json"))]},
+        keep_fraction=0.1,
+        imputation="mean",
+        masking_cfg=MASKING_CFG,
         base_model_cfg=MODEL_CFG,
         model_cfg=MODEL_CFG,
         retraining_cfg=RETRAIN_CFG,
@@ -116,15 +124,30 @@ def _retrain(masked: Path, expected: dict | None, out: Path = TOP_METRICS.parent
     )
 
 
-def _mask(expected: dict, saliency: Path = SALIENCY, out: Path = TOP):
+def _mask(expected: dict, saliency: Path = SALIENCY, out: Path = TOP, order: str = "top"):
     return lambda: run_mask(
         str(DATA),
         str(saliency),
-        {"top": str(out)},
+        {order: str(out)},
         keep_fraction=0.1,
         imputation="mean",
         ranking="coordinate",
         tiebreak_seed=0,
+        expected=expected,
+    )
+
+
+def _noretrain(expected: dict):
+    return lambda: run_noretrain(
+        str(DATA),
+        str(CHECKPOINT),
+        [str(SALIENCY)],
+        str(NORETRAIN),
+        imputations=["mean"],
+        keep_fractions=[0.1],
+        masking_cfg=MASKING_CFG,
+        model_cfg=MODEL_CFG,
+        config_fingerprint=None,
         expected=expected,
     )
 
@@ -136,6 +159,7 @@ def _saliency(expected: dict):
 
 
 def _mask_expected(**saliency_changes) -> dict:
+    """What the mask and retrain rules expect of their inputs (with `saliency_changes`)."""
     dataset = open_store(DATA).attrs.asdict()
     return {
         str(DATA): {"dataset": "blockdigits", "config": dataset["config"]},
@@ -143,51 +167,42 @@ def _mask_expected(**saliency_changes) -> dict:
     }
 
 
+def _swap_in_random_attributions(destination: Path = SALIENCY) -> None:
+    """Attributions of method `random` for the same base model put where the gradient store
+    is, with the gradient store's mtimes (Snakemake sees nothing new)."""
+    other = Path("results/other/random.zarr")
+    run_saliency(str(DATA), str(CHECKPOINT), str(other), method="random", settings={"seed": 0})
+    stamp = destination.stat()
+    shutil.rmtree(destination)
+    shutil.copytree(other, destination)
+    shutil.rmtree(other.parent)
+    for path in [destination, *destination.rglob("*")]:
+        os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+
 # --- class 1: an artifact is what its path says -----------------------------------------------
 
 
 @pytest.mark.workflow
-def test_a_masked_store_of_another_k_over_this_k_is_refused_by_retrain(run, tmp_path):
-    """The issue's example: a k = 0.5 store copied over the k = 0.1 one."""
-    other = tmp_path / "top-k0.5.zarr"
-    run_mask(str(DATA), str(SALIENCY), {"top": str(other)}, keep_fraction=0.5,
-             imputation="mean", ranking="coordinate", tiebreak_seed=0)  # fmt: skip
-    shutil.rmtree(TOP)
-    shutil.copytree(other, TOP)
-    refused(
-        _retrain(TOP, {str(TOP): identity(TOP)}),
-        IdentityError,
-        str(TOP),
-        r"masking\.keep_fraction = 0\.5",
-        r"expect masking\.keep_fraction = 0\.1",
-    )
+def test_attributions_of_another_method_over_this_one_are_refused_by_retrain_and_noretrain(run):
+    """The issue's example, a masked store of another k copied over, has become attributions of
+    another method copied over: the retrain and noretrain jobs mask from them in memory."""
+    _swap_in_random_attributions()
+    for call in (
+        _retrain(_mask_expected()),
+        _noretrain(_mask_expected() | {str(CHECKPOINT): None}),
+    ):
+        refused(
+            call, IdentityError, str(SALIENCY), "method = 'random'", "expect method = 'gradient'"
+        )
 
 
 @pytest.mark.workflow
-def test_a_bottom_store_over_the_top_one_is_refused_by_retrain_and_noretrain(run):
-    shutil.rmtree(TOP)
-    shutil.copytree(BOTTOM, TOP)
-    refused(_retrain(TOP, {str(TOP): identity(TOP)}), IdentityError, str(TOP), "'bottom'")
-    expected = {
-        str(DATA): None,
-        str(CHECKPOINT): None,
-        str(TOP): identity(TOP),
-        str(BOTTOM): identity(BOTTOM),
-    }
-    refused(
-        lambda: run_noretrain(
-            str(DATA),
-            str(CHECKPOINT),
-            [str(TOP), str(BOTTOM)],
-            str(NORETRAIN),
-            model_cfg=MODEL_CFG,
-            config_fingerprint=None,
-            expected=expected,
-        ),  # fmt: skip
-        IdentityError,
-        str(TOP),
-        "masking.order",
-    )
+def test_a_saliency_store_of_another_base_seed_is_refused_by_retrain_and_noretrain(run):
+    expected = _mask_expected(base_seed=1)
+    refused(_retrain(expected), IdentityError, str(SALIENCY), "base_seed = 0")
+    refused(_noretrain(expected | {str(CHECKPOINT): None}), IdentityError, str(SALIENCY),
+            "base_seed = 0")  # fmt: skip
 
 
 @pytest.mark.workflow
@@ -279,33 +294,35 @@ def test_a_metrics_json_of_another_run_is_refused_by_metrics(run):
 
 @pytest.mark.workflow
 @pytest.mark.parametrize(
-    "store, document, to",
+    "store, document, to, reader",
     [
-        (SALIENCY, "train/attributions/zarr.json", "int32"),
-        (TOP, "train/images/zarr.json", "int32"),
-        (DATA, "train/images/zarr.json", "int16"),
+        (SALIENCY, "train/attributions/zarr.json", "int32", "mask"),
+        (SALIENCY, "test/attributions/zarr.json", "int32", "retrain"),
+        (SALIENCY, "test/attributions/zarr.json", "int32", "noretrain"),
+        (DATA, "train/images/zarr.json", "int16", "retrain"),
     ],
-    ids=["saliency", "masked", "dataset"],
+    ids=["saliency by mask", "saliency by retrain", "saliency by noretrain", "dataset by retrain"],
 )
-def test_an_edited_array_dtype_is_refused_naming_the_store(run, store, document, to):
-    if store == TOP:
-        call = _retrain(TOP, {str(TOP): identity(TOP)})
-    else:
-        call = _mask(_mask_expected())
+def test_an_edited_array_dtype_is_refused_naming_the_store(run, store, document, to, reader):
+    call = {
+        "mask": _mask(_mask_expected()),
+        "retrain": _retrain(_mask_expected()),
+        "noretrain": _noretrain(_mask_expected() | {str(CHECKPOINT): None}),
+    }[reader]
     _edit_json(store / document, lambda d: d.update(data_type=to))
     refused(call, StoreError, str(store), METADATA_DIGEST)
 
 
 @pytest.mark.workflow
 def test_an_edited_store_attribute_is_refused(run):
-    _edit_json(TOP / "zarr.json", lambda d: d["attributes"]["masking"].update(keep_fraction=0.5))
-    refused(_retrain(TOP, {str(TOP): identity(TOP)}), StoreError, str(TOP), METADATA_DIGEST)
+    _edit_json(SALIENCY / "zarr.json", lambda d: d["attributes"].update(method="random"))
+    refused(_retrain(_mask_expected()), StoreError, str(SALIENCY), METADATA_DIGEST)
 
 
 @pytest.mark.workflow
 def test_a_store_without_its_metadata_digest_is_refused_where_an_identity_is_expected(run):
-    _edit_json(TOP / "zarr.json", lambda d: d["attributes"].pop(METADATA_DIGEST))
-    refused(_retrain(TOP, {str(TOP): identity(TOP)}), StoreError, str(TOP), "no metadata_sha256")
+    _edit_json(SALIENCY / "zarr.json", lambda d: d["attributes"].pop(METADATA_DIGEST))
+    refused(_retrain(_mask_expected()), StoreError, str(SALIENCY), "no metadata_sha256")
 
 
 @pytest.mark.workflow
@@ -445,6 +462,8 @@ def _verify(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.workflow
 def test_verify_passes_a_clean_run_and_lists_each_damaged_artifact_with_the_command(run):
+    # a masked store asked for by hand (no rule reads one) is checked like every artifact
+    _mask(_mask_expected(), out=BOTTOM, order="bottom")()
     clean = _verify("results")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "all intact" in clean.stdout
@@ -539,13 +558,13 @@ def test_after_kill_9_of_snakemake_unlock_then_rerun_incomplete_finishes_the_run
     workdir = small_workflow(tmp_path / "run")
     first = start_snakemake(workdir, "--cores", "2", *TABLES)
     try:
-        wait_for(lambda: job_processes(workdir, "saliency.py") or job_processes(workdir, "mask.py"),
-                 timeout=300, what="a saliency or mask job")  # fmt: skip
+        wait_for(lambda: any(job_processes(workdir, job) for job in ("saliency.py", "retrain.py")),
+                 timeout=300, what="a saliency or retrain job")  # fmt: skip
         os.kill(first.pid, signal.SIGKILL)  # Snakemake itself, not its jobs
         first.communicate(timeout=60)
         # its orphaned jobs run to their end
         wait_for(lambda: not any(job_processes(workdir, name) for name in
-                                 ("train.py", "saliency.py", "mask.py", "retrain.py")),
+                                 ("train.py", "saliency.py", "retrain.py", "noretrain.py")),
                  timeout=300, what="the orphaned jobs to end")  # fmt: skip
     finally:
         if first.poll() is None:
@@ -574,17 +593,19 @@ def test_snakemake_verify_lists_a_deleted_intermediate_and_its_command_rebuilds_
     tmp_path_factory, tmp_path
 ):
     workdir = copy_run(clean_run(tmp_path_factory), tmp_path / "run")
-    shutil.rmtree(workdir / TOP)
+    (workdir / TOP_METRICS).unlink()
     assert "Nothing to be done" in run_tables(workdir, "--dry-run").stdout  # not noticed
     found = snakemake(workdir, "--cores", "1", "verify", check=False)
     output = found.stdout + found.stderr
     assert found.returncode != 0
-    assert f"{TOP} (rule mask): missing" in output
+    assert f"{TOP_METRICS} (rule retrain): missing" in output
+    assert "masked/" not in output  # masked stores are made on request only: none is missing
     command = next(line.strip() for line in output.splitlines()
                    if line.strip().startswith("snakemake --cores all --forcerun"))  # fmt: skip
-    assert str(TOP) in command.split()
-    snakemake(workdir, "--cores", "2", "--forcerun", str(TOP), *TABLES)
-    assert open_store(workdir / TOP).attrs["masking"]["order"] == "top"
+    assert str(TOP_METRICS) in command.split()
+    # the targets before --forcerun, which takes every path after it
+    snakemake(workdir, "--cores", "2", *TABLES, "--forcerun", str(TOP_METRICS))
+    assert read_json(workdir / TOP_METRICS)["order"] == "top"
     expected = read_tables(clean_run(tmp_path_factory))
     found_tables = read_tables(workdir)
     for name, table in expected.items():
@@ -592,22 +613,29 @@ def test_snakemake_verify_lists_a_deleted_intermediate_and_its_command_rebuilds_
 
 
 @pytest.mark.workflow
-def test_a_swapped_masked_store_fails_its_snakemake_job_and_publishes_nothing(
+def test_swapped_attributions_fail_their_retrain_job_and_publish_nothing(
     tmp_path_factory, tmp_path
 ):
     workdir = copy_run(clean_run(tmp_path_factory), tmp_path / "run")
     tables = {path: (workdir / path).read_bytes() for path in TABLES}
-    shutil.rmtree(workdir / TOP)
-    shutil.copytree(workdir / BOTTOM, workdir / TOP)
-    # copied with its mtimes, the store looks unchanged to Snakemake: force its retrain job
-    result = run_tables(workdir, "--forcerun", str(TOP_METRICS), check=False)
+    previous = Path.cwd()
+    os.chdir(workdir)
+    try:
+        _swap_in_random_attributions()  # with the mtimes of the store it replaces
+    finally:
+        os.chdir(previous)
+    assert "Nothing to be done" in run_tables(workdir, "--dry-run").stdout
+    # the targets before --forcerun, which takes every path after it
+    result = snakemake(
+        workdir, "--cores", "2", *TABLES, "--forcerun", str(TOP_METRICS), check=False
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "Error in rule retrain" in output
+    assert "Error in rule retrain" in output, output
     # one retrain job serves the pair (top-k and bottom-k of k = 0.1): its log is per k
-    job = Path("results/logs/retrain", *TOP.parent.parts[2:], "k0.1")
+    job = Path("results/logs/retrain", RUN, "k0.1")
     log = next((workdir / job).glob("*.log")).read_text()
-    assert str(TOP) in log and "masking.order = 'bottom'" in log and "'top'" in log
+    assert str(SALIENCY) in log and "method = 'random'" in log and "'gradient'" in log
     for path, content in tables.items():
         assert (workdir / path).read_bytes() == content, path
 

@@ -45,30 +45,30 @@ def test_the_paper_grid_dry_runs_without_its_data(tmp_path):
         len(experiment_models(experiment, name)) * len(experiment["base_seeds"])
         for name in experiment["datasets"]
     )
-    # one mask job and one retrain job per retrain seed write both orders (top-k and bottom-k)
+    # one retrain job per mask pair and retrain seed masks and retrains both orders (top-k and
+    # bottom-k); no mask job (masked stores are written on request only)
     masks = (
         bases * len(experiment["methods"]) * len(experiment["imputations"])
         * len(experiment["keep_fractions"])
     )  # fmt: skip
     result = snakemake(workdir, "--dry-run", config="paper.yaml")
     planned = job_counts(result.stdout)
-    assert {rule: planned[rule] for rule in ("data", "train", "saliency", "mask", "retrain")} == {
+    assert {rule: planned[rule] for rule in ("data", "train", "saliency", "retrain")} == {
         "data": 5,
         "train": bases,
         "saliency": bases * len(experiment["methods"]),
-        "mask": masks,
         "retrain": masks * len(experiment["retrain_seeds"]),
     }
+    assert "mask" not in planned
     assert planned["noretrain"] == bases and planned["localization"] == 1  # blockmnist
     assert bases == 2 * (3 + 3 + 3 + 6 + 6)  # two base seeds of 21 dataset-model pairs
     for name in ("cifar10", "svhn", "imagenet10", "blockmnist"):
         assert f"note: dataset {name!r}:" in result.stderr
     assert not (workdir / "data").exists()  # a dry run downloads nothing
-    # every job that runs a network asks for a GPU, data and masks do not
+    # every job that runs a network asks for a GPU, data does not
     resources = dict(
         re.findall(r"^rule (\w+):.*?^\s+resources: ([^\n]*)", result.stdout, re.M | re.S)
     )
     for rule in ("train", "saliency", "retrain", "noretrain"):
         assert "gpu=1" in resources[rule], (rule, resources[rule])
-    for rule in ("data", "mask"):
-        assert "gpu" not in resources[rule] and "mem_mb=16000" in resources[rule]
+    assert "gpu" not in resources["data"] and "mem_mb=16000" in resources["data"]

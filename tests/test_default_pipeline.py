@@ -161,7 +161,7 @@ def test_the_randomisation_check_separates_the_gradient_from_the_controls(defaul
 
 def test_snakemakes_scheduler_ran_a_round_per_event_not_a_growing_chain(default_run):
     # Snakemake's rate limiter would leave a timer chain per round (diffroar/scheduling.py): 71,163
-    # rounds for this run's 752 jobs. Corrected: one round per job event, one per pending timer
+    # rounds for the 752 jobs this run had then. Corrected: one round per job event, one per timer
     # (at most one a second), and a few more.
     run = run_of("default_run")
     output = run.wait()

@@ -461,7 +461,8 @@ MASKED_FAULTS = {
 
 @pytest.mark.parametrize("fault", list(MASKED_FAULTS))
 def test_training_refuses_a_damaged_masked_store_naming_it(masked, tmp_path, fault):
-    """read_images is how train, retrain and noretrain read a store (train.load_tensors)."""
+    """read_images is how a store of images is read (train.load_tensors; a masked store asked for
+    by hand)."""
     shard = copy_run(masked, tmp_path / "top-k0.1.zarr")
     damage, message = MASKED_FAULTS[fault]
     damage(shard)

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from diffroar.data import read_images
 from diffroar.imputation import impute, noise_rng
-from diffroar.mask import keep_count, keep_mask, keep_masks, rank, run_mask, tiebreak_rng
+from diffroar.mask import (
+    keep_count,
+    keep_mask,
+    keep_masks,
+    masked_splits,
+    rank,
+    run_mask,
+    tiebreak_rng,
+)
 from diffroar.store import SPLITS, create_store, open_store, read_split, write_array
 
 
@@ -368,3 +376,61 @@ def test_a_noisy_linear_store_with_a_damaged_keep_mask_is_refused(tmp_path):
     keep.resize((keep.shape[0] - 1, *keep.shape[1:]))
     with pytest.raises(StoreError, match="do not match the metadata_sha256"):
         read_images(path, "test")
+
+
+# --- masked_splits: what the retrain and noretrain jobs train and test on -----------------------
+
+
+@pytest.mark.parametrize("ranking", ["coordinate", "pixel"])
+@pytest.mark.parametrize("imputation", ["mean", "channel_mean", "noisy_linear", "mask_only"])
+def test_masked_splits_are_bit_for_bit_the_images_read_from_run_masks_stores(
+    tmp_path, monkeypatch, imputation, ranking
+):
+    """Several blocks per split (chunks of two images), so block-wise tie-breaking and noise
+    streams are exercised; both orders from one call, as a retrain job makes them."""
+    import diffroar.store
+
+    monkeypatch.setattr(diffroar.store, "CHUNK_BYTES", 2 * 6 * 4)
+    dataset_path, saliency_path = _write_stores(tmp_path)
+    assert open_store(saliency_path)["train"]["attributions"].chunks[0] == 2
+    settings = dict(
+        keep_fraction=0.5, imputation=imputation, ranking=ranking, tiebreak_seed=5, noise=0.05
+    )
+    paths = {order: str(tmp_path / f"{order}.zarr") for order in ("top", "bottom")}
+    run_mask(str(dataset_path), str(saliency_path), paths, **settings)
+    masking, splits = masked_splits(
+        str(dataset_path), str(saliency_path), ("top", "bottom"), **settings
+    )
+    for order, path in paths.items():
+        recorded = dict(open_store(path).attrs["masking"])
+        recorded.pop("fill_on_read", None)
+        assert recorded == masking | {"order": order}
+        assert list(splits[order]) == list(SPLITS)
+        for split in SPLITS:
+            images, labels = splits[order][split]
+            stored_images, stored_labels = read_images(path, split)
+            assert images.dtype == stored_images.dtype == np.float32
+            np.testing.assert_array_equal(images, stored_images)
+            np.testing.assert_array_equal(labels, stored_labels)
+            assert labels.dtype == np.int64
+    assert not np.array_equal(splits["top"]["train"][0], splits["bottom"]["train"][0])
+
+
+def test_masked_splits_of_the_test_split_alone_equal_those_of_all_splits(tmp_path):
+    dataset_path, saliency_path = _write_stores(tmp_path)
+    settings = dict(keep_fraction=0.3, imputation="noisy_linear", ranking="coordinate",
+                    tiebreak_seed=1, noise=0.1)  # fmt: skip
+    _, alone = masked_splits(
+        str(dataset_path), str(saliency_path), ["bottom"], splits=("test",), **settings
+    )
+    _, every = masked_splits(str(dataset_path), str(saliency_path), ["top", "bottom"], **settings)
+    assert list(alone["bottom"]) == ["test"]
+    for got, want in zip(alone["bottom"]["test"], every["bottom"]["test"], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_masked_splits_refuse_attributions_of_another_shape(tmp_path):
+    dataset_path, saliency_path = _write_stores(tmp_path, attribution_shape=(1, 3, 2))
+    with pytest.raises(ValueError, match="attributions have shape"):
+        masked_splits(str(dataset_path), str(saliency_path), ["top"], keep_fraction=0.5,
+                      imputation="mean", ranking="coordinate", tiebreak_seed=0)  # fmt: skip

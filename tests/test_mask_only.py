@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 from diffroar.imputation import impute
-from diffroar.mask import run_mask
+from diffroar.mask import masked_splits
 from diffroar.retrain import run_retrain
-from diffroar.store import SPLITS, create_store, open_store, read_split, write_array
+from diffroar.store import SPLITS, create_store, write_array
 
 SHAPE = (1, 8, 8)
 CLASSES = 4
@@ -73,26 +73,23 @@ def label_free(labels, rng):
 
 
 def _mask_only_accuracy(tmp_path, attributions_of) -> float:
+    """The test accuracy of a model retrained, as a retrain job does (masking in memory), on the
+    top-k keep-masks alone."""
     dataset_path, saliency_path = _stores(tmp_path, attributions_of)
-    masked = str(tmp_path / "masked.zarr")
-    run_mask(
-        dataset_path,
-        saliency_path,
-        {"top": masked},
-        keep_fraction=KEPT / 64,
-        imputation="mask_only",
-        ranking="coordinate",
-        tiebreak_seed=0,
-    )
+    settings = dict(keep_fraction=KEPT / 64, imputation="mask_only")
+    masking = {"ranking": "coordinate", "tiebreak_seed": 0}
+    _, masked = masked_splits(dataset_path, saliency_path, ["top"], **settings, **masking)
     for split in SPLITS:
-        images = read_split(masked, split)["images"]
+        images = masked["top"][split][0]
         assert set(np.unique(images)) == {0.0, 1.0}
         assert (images.reshape(len(images), -1).sum(axis=1) == KEPT).all()
-    assert open_store(masked).attrs["masking"]["imputation"] == "mask_only"
     metrics = tmp_path / "metrics.json"
     run_retrain(
-        {"top": masked},
+        dataset_path,
+        saliency_path,
         {"top": [(str(tmp_path / "model.safetensors"), str(metrics))]},
+        **settings,
+        masking_cfg=masking,
         base_model_cfg={
             "architecture": "mlp",
             "hidden_sizes": [32],

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 import torch
 from diffroar.data import prepare, read_attributes
-from diffroar.mask import run_mask
 from diffroar.metrics import provenance
 from diffroar.models import build_model, load_checkpoint, model_spec, save_checkpoint
 from diffroar.noretrain import run_noretrain
@@ -150,23 +149,22 @@ def test_saliency_refuses_a_checkpoint_of_another_config_and_writes_nothing(base
 
 def test_noretrain_refuses_a_checkpoint_of_another_config_and_writes_nothing(base, tmp_path):
     dataset, checkpoint = base
-    saliency, masked, out = tmp_path / "s.zarr", tmp_path / "top-k0.1.zarr", tmp_path / "n.parquet"
+    saliency, out = tmp_path / "s.zarr", tmp_path / "n.parquet"
     run_saliency(str(dataset), str(checkpoint), str(saliency), method="random", settings={})
-    run_mask(
-        str(dataset),
-        str(saliency),
-        {"top": str(masked)},
-        keep_fraction=0.1,
-        imputation="mean",
-        ranking="coordinate",
-        tiebreak_seed=0,
+    arguments = (str(dataset), str(checkpoint), [str(saliency)], str(out))
+    settings = dict(
+        imputations=["mean"],
+        keep_fractions=[0.1],
+        masking_cfg={"ranking": "coordinate", "tiebreak_seed": 0},
+        model_cfg=MODEL_CFG,
     )
-    arguments = (str(dataset), str(checkpoint), [str(masked)], str(out))
     with pytest.raises(ValueError, match=f"this job's config gives {OTHER}"):
-        run_noretrain(*arguments, model_cfg=MODEL_CFG, config_fingerprint=OTHER)
+        run_noretrain(*arguments, config_fingerprint=OTHER, **settings)
     assert not out.exists()
-    run_noretrain(*arguments, model_cfg=MODEL_CFG, config_fingerprint=FINGERPRINT)
-    assert (pd.read_parquet(out)["config_fingerprint"] == FINGERPRINT).all()
+    run_noretrain(*arguments, config_fingerprint=FINGERPRINT, **settings)
+    table = pd.read_parquet(out)
+    assert (table["config_fingerprint"] == FINGERPRINT).all()
+    assert table["order"].tolist() == ["top", "bottom"] and set(table["method"]) == {"random"}
 
 
 # Calls that can unpickle: pickle.load(s), torch.load, numpy.load (allow_pickle), pandas

@@ -536,7 +536,7 @@ def test_an_edit_reruns_only_the_model_it_belongs_to(finished):
         assert job_counts(result.stdout) == {
             "train": 1,
             "import_checkpoint": 1,
-            **{"saliency": 2, "mask": 2, "retrain": 2, "metrics": 1, "combine_table": 1},
+            **{"saliency": 2, "retrain": 2, "metrics": 1, "combine_table": 1},
         }, result.stdout
     finally:
         module.write_text(source)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-from diffroar.data import read_images
+from diffroar.mask import masked_splits
 from workflow_helpers import (
     copy_workflow,
     job_counts,
@@ -108,20 +108,30 @@ def test_stores_record_what_produced_them(finished):
     for split in ("train", "val", "test"):
         assert saliency[split]["attributions"].shape == data[split]["images"].shape
 
-    masked_dir = results / "masked/blockdigits/tiny_standard/seed0/random"
-    masked = zarr.open_group(str(masked_dir / "mean/top-k0.1.zarr"), mode="r")
-    assert masked.attrs["masking"]["kept_coordinates"] == 13  # round(0.1 * 128)
-    test_images = masked["test"]["images"][...].reshape(len(signal), -1)
+    # no masked store is written: the retrain jobs mask in memory (diffroar.mask.masked_splits)
+    assert not (results / "masked").exists()
+    random = results / "saliency/blockdigits/tiny_standard/seed0/random.zarr"
+    masking = {"ranking": "coordinate", "tiebreak_seed": 0, "keep_fraction": 0.1}
+    dataset_path = str(results / "data" / "blockdigits.zarr")
+    record, mean = masked_splits(dataset_path, str(random), ["top"], imputation="mean",
+                                 splits=("test",), **masking)  # fmt: skip
+    assert record["kept_coordinates"] == 13  # round(0.1 * 128)
+    run = "retrain/blockdigits/tiny_standard/seed0/random/{}/top-k0.1/retrain0/metrics.json"
+    retrained = json.loads((results / run.format("mean")).read_text())
+    assert retrained["kept_coordinates"] == 13 and retrained["imputation"] == "mean"
+    test_images = mean["top"]["test"][0].reshape(len(signal), -1)
     fill = np.float32(data.attrs["pixel_mean"])
     assert ((test_images != fill).sum(axis=1) <= 13).all()
-    noisy = zarr.open_group(str(masked_dir / "noisy_linear/top-k0.1.zarr"), mode="r")
-    assert noisy.attrs["masking"]["imputation"] == "noisy_linear"
-    assert "images" in noisy["test"] and "keep" in noisy["test"]  # the fill is not stored
-    noisy_images = read_images(masked_dir / "noisy_linear/top-k0.1.zarr", "test")[0]
-    noisy_images = noisy_images.reshape(len(signal), -1)
+    _, noisy = masked_splits(dataset_path, str(random), ["top"], imputation="noisy_linear",
+                             noise=0.01, splits=("test",), **masking)  # fmt: skip
+    noisy_images = noisy["top"]["test"][0].reshape(len(signal), -1)
     kept = test_images != fill
     np.testing.assert_array_equal(noisy_images[kept], test_images[kept])  # same ranking
     assert len(np.unique(noisy_images[~kept])) > 100  # filled from neighbours, with noise
+    # the retrain-free table measured the base model on these very images
+    noretrain = pd.read_parquet(results / "noretrain/blockdigits/tiny_standard/seed0.parquet")
+    assert list(noretrain.columns[:4]) == ["dataset", "model", "architecture", "training_mode"]
+    assert len(noretrain) == len(METHODS) * len(IMPUTATIONS) * len(KS) * ORDERS
 
     base = json.loads((results / "models/blockdigits/tiny_l2/seed0/metrics.json").read_text())
     assert base["training_mode"] == "pgd_l2" and len(base["history"]) == 3
@@ -173,8 +183,8 @@ def test_a_derived_method_has_its_own_stores_rows_and_attributions(finished):
     gradient = plain["test"]["attributions"][...]
     expected = ndimage.gaussian_filter(gradient, (0, 0, 1, 1), mode="reflect")
     np.testing.assert_allclose(blurred["test"]["attributions"][...], expected, atol=1e-6)
-    masked = results / "masked/blockdigits/tiny_standard/seed0/gradient+blur1/mean/top-k0.1.zarr"
-    assert zarr.open_group(str(masked), mode="r").attrs["masking"]["method"] == "gradient+blur1"
+    run = results / "retrain/blockdigits/tiny_standard/seed0/gradient+blur1/mean/top-k0.1"
+    assert json.loads((run / "retrain0/metrics.json").read_text())["method"] == "gradient+blur1"
     table = pd.read_parquet(results / "diffroar.parquet")
     assert len(table[table["method"] == "gradient+blur1"]) == len(MODELS) * len(IMPUTATIONS)
 
@@ -214,7 +224,7 @@ def test_adding_a_k_reruns_only_that_k_and_the_tables(copy_of_finished):
     set_config(copy_of_finished, experiment={"keep_fractions": [*KS, 0.3]})
     jobs = planned_jobs(copy_of_finished)
     per_k = len(MODELS) * len(METHODS) * len(IMPUTATIONS)  # one job writes both orders
-    assert jobs["mask"] == per_k and jobs["retrain"] == per_k
+    assert jobs["retrain"] == per_k and "mask" not in jobs
     assert {"train", "saliency", "data", "figure_attributions"}.isdisjoint(jobs)
     assert jobs["metrics"] == 1 and jobs["figure_methods"] == 1
     assert jobs["noretrain"] == len(MODELS)
@@ -224,7 +234,7 @@ def test_adding_an_imputation_reruns_only_its_masks_and_what_follows(copy_of_fin
     set_config(copy_of_finished, experiment={"imputations": [*IMPUTATIONS, "channel_mean"]})
     jobs = planned_jobs(copy_of_finished)
     per_imputation = len(MODELS) * len(METHODS) * len(KS)
-    assert jobs["mask"] == per_imputation and jobs["retrain"] == per_imputation
+    assert jobs["retrain"] == per_imputation and "mask" not in jobs
     assert {"train", "saliency", "data", "localization"}.isdisjoint(jobs)
 
 
@@ -232,7 +242,7 @@ def test_adding_the_mask_only_control_reruns_only_its_masks_retrains_and_tables(
     set_config(copy_of_finished, experiment={"imputations": [*IMPUTATIONS, "mask_only"]})
     jobs = planned_jobs(copy_of_finished)
     per_mask = len(MODELS) * len(METHODS) * len(KS)  # once per mask, not per imputation
-    assert jobs["mask"] == per_mask and jobs["retrain"] == per_mask
+    assert jobs["retrain"] == per_mask and "mask" not in jobs
     assert jobs["metrics"] == 1 and jobs["figure_methods"] == 1
     # the base models never saw binary masks: no retrain-free rows for the control
     assert {"train", "saliency", "data", "localization", "noretrain"}.isdisjoint(jobs)
@@ -242,8 +252,9 @@ def test_adding_the_mask_only_control_reruns_only_its_masks_retrains_and_tables(
 def test_changing_the_imputation_noise_reruns_only_noisy_linear(copy_of_finished):
     set_config(copy_of_finished, masking={"noise": 0.05})
     jobs = planned_jobs(copy_of_finished)
-    assert jobs["mask"] == len(MODELS) * len(METHODS) * len(KS)  # not the mean masks
-    assert "saliency" not in jobs and "train" not in jobs
+    assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(KS)  # not the mean masks
+    assert jobs["noretrain"] == len(MODELS)  # its noisy_linear rows
+    assert {"saliency", "train", "mask", "sanity"}.isdisjoint(jobs)
 
 
 def test_naming_a_retraining_model_reruns_only_retraining(copy_of_finished):
@@ -259,8 +270,7 @@ def test_changing_a_saliency_parameter_reruns_that_saliency_not_training(copy_of
     set_config(copy_of_finished, saliency={"seed": 7})  # only `random` depends on it
     jobs = planned_jobs(copy_of_finished)
     assert jobs["saliency"] == len(MODELS)
-    assert jobs["mask"] == len(MODELS) * len(IMPUTATIONS) * len(KS)
-    assert jobs["retrain"] == jobs["mask"]
+    assert jobs["retrain"] == len(MODELS) * len(IMPUTATIONS) * len(KS)
     assert "train" not in jobs and "data" not in jobs
 
 
@@ -285,7 +295,7 @@ def test_a_new_blur_reruns_only_its_saliency_and_what_follows(copy_of_finished):
     set_config(copy_of_finished, experiment={"methods": methods})
     jobs = planned_jobs(copy_of_finished)
     assert jobs["saliency"] == len(MODELS)  # gradient+blur2 only: not gradient, not random
-    assert jobs["mask"] == jobs["retrain"] == len(MODELS) * len(IMPUTATIONS) * len(KS)
+    assert jobs["retrain"] == len(MODELS) * len(IMPUTATIONS) * len(KS) and "mask" not in jobs
     assert {"data", "train", "robust"}.isdisjoint(jobs)
     # the checks that attribute with every method of a base model, and the tables
     assert jobs["sanity"] == jobs["noretrain"] == len(MODELS) and jobs["metrics"] == 1
@@ -325,16 +335,14 @@ def test_editing_training_code_reruns_training_and_everything_after(copy_of_fini
 def test_editing_a_rule_script_reruns_its_jobs_and_what_follows(copy_of_finished):
     """A rule runs its script through diffroar.client, the script's sha256 in the command:
     Snakemake's code trigger sees an edit (and only an edit: touching it reruns nothing)."""
-    script = copy_of_finished / "workflow" / "scripts" / "mask.py"
+    script = copy_of_finished / "workflow" / "scripts" / "retrain.py"
     os.utime(script)
     assert planned_jobs(copy_of_finished) == {}
     script.write_text(script.read_text() + "\n# edited by a test\n")
     result = snakemake(copy_of_finished, "--dry-run")
     jobs = job_counts(result.stdout + result.stderr)
-    assert (
-        jobs["mask"] == jobs["retrain"] == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS)
-    )
-    assert {"data", "train", "saliency", "sanity", "robust"}.isdisjoint(jobs)
+    assert jobs["retrain"] == len(MODELS) * len(METHODS) * len(IMPUTATIONS) * len(KS)
+    assert {"data", "train", "saliency", "sanity", "robust", "mask", "noretrain"}.isdisjoint(jobs)
     assert "Code has changed since last execution" in result.stdout + result.stderr
     script.write_text(script.read_text().removesuffix("\n# edited by a test\n"))
     # the job's threads and resources are in its JSON, not in what decides reruns

@@ -1,4 +1,7 @@
-"""Stage `mask`: keep the top-k or bottom-k attributed coordinates of every image, impute the rest.
+"""Masking: keep the top-k or bottom-k attributed coordinates of every image, impute the rest.
+
+The retrain and noretrain jobs mask in memory (`masked_splits`); the `mask` rule writes the same
+images as stores (`run_mask`) only when a store is asked for by its path.
 
 Rankings are per coordinate (every channel of every pixel ranked on its own, as in the paper) or
 per pixel (attributions summed over channels, all channels of a pixel kept or removed together,
@@ -18,6 +21,7 @@ removed coordinate, is never stored (3.47x the raw bytes at k = 0.1 before, benc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -108,6 +112,138 @@ def tiebreak_rng(seed: int, split: str, start: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), start])
 
 
+def masking_record(
+    dataset: dict[str, Any],
+    saliency: dict[str, Any],
+    *,
+    keep_fraction: float,
+    imputation: str,
+    ranking: str,
+    tiebreak_seed: int,
+    noise: float = 0.0,
+) -> dict[str, Any]:
+    """How a masked copy of the dataset with attributes `dataset` was made from the attribution
+    store with attributes `saliency` (without its order): what a masked store records under
+    `masking` and what a retrained model's metrics take from it."""
+    units = ranked_units(dataset["shape"], ranking)
+    kept = keep_count(keep_fraction, units)
+    coordinates = int(np.prod(dataset["shape"]))
+    return {
+        "model": saliency["model"],
+        "base_seed": saliency["base_seed"],
+        "method": saliency["method"],
+        "keep_fraction": keep_fraction,
+        "ranking": ranking,
+        "kept_units": kept,
+        "units": units,
+        "kept_coordinates": kept * coordinates // units,
+        "coordinates": coordinates,
+        "imputation": imputation,
+        "noise": noise if imputation == "noisy_linear" else None,
+        "tiebreak_seed": tiebreak_seed,
+        "checkpoint_fingerprint": saliency.get("checkpoint_fingerprint"),
+    }
+
+
+class _Masking:
+    """One attribution store, k and imputation applied to one dataset: the inputs opened, the
+    masking record (without order), and the functions both masked_splits and run_mask mask
+    with, so that a store and an in-memory copy hold the same images."""
+
+    def __init__(self, dataset_path: str, saliency_path: str, **settings: Any):
+        """`settings`: masking_record's keep fraction, imputation, ranking, tie-break seed and
+        noise."""
+        self.dataset_path, self.saliency_path = dataset_path, saliency_path
+        self.dataset = read_attributes(dataset_path)
+        self.saliency = open_store(saliency_path, ("model", "base_seed", "method"))
+        self.source = open_store(dataset_path)
+        self.record = masking_record(self.dataset, self.saliency.attrs.asdict(), **settings)
+
+    def split(self, split: str):
+        """(images, attributions, labels) of one split: the two stored arrays, checked to match
+        in shape, and the labels read."""
+        stored = stored_array(self.source, split, "images", self.dataset_path)
+        attributions = stored_array(self.saliency, split, "attributions", self.saliency_path)
+        if attributions.shape != stored.shape:
+            raise ValueError(
+                f"{self.saliency_path}: {split} attributions have shape {attributions.shape}, "
+                f"the images of {self.dataset_path} {stored.shape}"
+            )
+        labels = read_block(
+            stored_array(self.source, split, "labels", self.dataset_path), self.dataset_path
+        )
+        return stored, attributions, labels
+
+    def blocks(
+        self, split: str, stored, attributions, orders: list[str]
+    ) -> Iterator[tuple[slice, np.ndarray, dict[str, np.ndarray]]]:
+        """(block, its pixels as float32 in [0, 1], order -> keep mask) per block of one split,
+        blocks as the attributions are chunked: every order from one ranking, ties broken by
+        the block's own stream (tiebreak_rng)."""
+        record, pixel_max = self.record, np.float32(self.dataset["pixel_max"])
+        for block in sample_blocks(attributions):
+            keeps = keep_masks(
+                read_block(attributions, self.saliency_path, block),
+                record["keep_fraction"],
+                orders,
+                tiebreak_rng(record["tiebreak_seed"], split, block.start),
+                record["ranking"],
+            )
+            pixels = read_block(stored, self.dataset_path, block).astype(np.float32) / pixel_max
+            yield block, pixels, keeps
+
+    def fill(self, pixels: np.ndarray, keep: np.ndarray, split: str, start: int) -> np.ndarray:
+        """One block's masked images: `pixels` where `keep`, the imputation's fill elsewhere
+        (each block and order with its own noise stream, as a job of its own would draw it)."""
+        return impute(
+            pixels,
+            keep,
+            self.record["imputation"],
+            pixel_mean=float(self.dataset["pixel_mean"]),
+            channel_mean=list(self.dataset["channel_mean"]),
+            noise=self.record["noise"] or 0.0,
+            rng=noise_rng(self.record["tiebreak_seed"], split, start),
+        )
+
+
+def masked_splits(
+    dataset_path: str,
+    saliency_path: str,
+    orders: list[str] | tuple[str, ...],
+    *,
+    keep_fraction: float,
+    imputation: str,
+    ranking: str,
+    tiebreak_seed: int,
+    noise: float = 0.0,
+    splits: tuple[str, ...] = SPLITS,
+) -> tuple[dict[str, Any], dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """The masked copies of `splits` of a dataset for one attribution store, k and imputation, in
+    memory: (the masking record, without order; order -> split -> (images float32 (N, C, H, W)
+    in [0, 1], labels int64)). The images are bit for bit those that read_images returns from
+    the store run_mask writes for the same inputs (tested): the retrain and noretrain jobs mask
+    this way, so no masked store has to be written and read back."""
+    masking = _Masking(
+        dataset_path,
+        saliency_path,
+        keep_fraction=keep_fraction,
+        imputation=imputation,
+        ranking=ranking,
+        tiebreak_seed=tiebreak_seed,
+        noise=noise,
+    )
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {order: {} for order in orders}
+    for split in splits:
+        stored, attributions, labels = masking.split(split)
+        images = {order: np.empty(stored.shape, np.float32) for order in orders}
+        for block, pixels, keeps in masking.blocks(split, stored, attributions, list(orders)):
+            for order, keep in keeps.items():
+                images[order][block] = masking.fill(pixels, keep, split, block.start)
+        for order in orders:
+            out[order][split] = (images[order], labels.astype(np.int64))
+    return masking.record, out
+
+
 def run_mask(
     dataset_path: str,
     saliency_path: str,
@@ -126,25 +262,16 @@ def run_mask(
     `expected` (input path -> the identity the rule expects), inputs that record another
     identity are refused."""
     expect_inputs(expected, [dataset_path, saliency_path])
-    dataset = read_attributes(dataset_path)
-    saliency = open_store(saliency_path, ("model", "base_seed", "method"))
-    units = ranked_units(dataset["shape"], ranking)
-    kept = keep_count(keep_fraction, units)
-    masking = {
-        "model": saliency.attrs["model"],
-        "base_seed": saliency.attrs["base_seed"],
-        "method": saliency.attrs["method"],
-        "keep_fraction": keep_fraction,
-        "ranking": ranking,
-        "kept_units": kept,
-        "units": units,
-        "kept_coordinates": kept * int(np.prod(dataset["shape"])) // units,
-        "coordinates": int(np.prod(dataset["shape"])),
-        "imputation": imputation,
-        "noise": noise if imputation == "noisy_linear" else None,
-        "tiebreak_seed": tiebreak_seed,
-        "checkpoint_fingerprint": saliency.attrs.get("checkpoint_fingerprint"),
-    }
+    masker = _Masking(
+        dataset_path,
+        saliency_path,
+        keep_fraction=keep_fraction,
+        imputation=imputation,
+        ranking=ranking,
+        tiebreak_seed=tiebreak_seed,
+        noise=noise,
+    )
+    dataset, saliency, masking = masker.dataset, masker.saliency, dict(masker.record)
     fill_on_read = imputation in FILLED_ON_READ
     if fill_on_read:  # the noise streams are per block (below): read_images needs the blocks
         masking["fill_on_read"] = {
@@ -155,8 +282,6 @@ def run_mask(
             }
             for split in SPLITS
         }
-    source = open_store(dataset_path)
-    pixel_max = np.float32(dataset["pixel_max"])
     with ExitStack() as stack:
         roots = {
             order: stack.enter_context(
@@ -174,14 +299,7 @@ def run_mask(
             for order, path in out_paths.items()
         }
         for split in SPLITS:
-            stored = stored_array(source, split, "images", dataset_path)
-            attributions = stored_array(saliency, split, "attributions", saliency_path)
-            if attributions.shape != stored.shape:
-                raise ValueError(
-                    f"{saliency_path}: {split} attributions have shape {attributions.shape}, "
-                    f"the images of {dataset_path} {stored.shape}"
-                )
-            labels = read_block(stored_array(source, split, "labels", dataset_path), dataset_path)
+            stored, attributions, labels = masker.split(split)
             masked, kept_arrays = {}, {}
             for order, root in roots.items():
                 group = root.create_group(split)
@@ -196,30 +314,13 @@ def run_mask(
                 if fill_on_read:
                     kept_arrays[order] = create_empty(group, "keep", stored.shape, "bool")
                 write_array(group, "labels", labels)
-            for block in sample_blocks(attributions):
-                keeps = keep_masks(
-                    read_block(attributions, saliency_path, block),
-                    keep_fraction,
-                    list(out_paths),
-                    tiebreak_rng(tiebreak_seed, split, block.start),
-                    ranking,
-                )
-                pixels = read_block(stored, dataset_path, block).astype(np.float32) / pixel_max
+            for block, pixels, keeps in masker.blocks(split, stored, attributions, list(roots)):
                 for order, keep in keeps.items():
                     if fill_on_read:
                         masked[order][block] = np.where(keep, pixels, np.float32(0))
                         kept_arrays[order][block] = keep
-                        continue
-                    masked[order][block] = impute(
-                        pixels,
-                        keep,
-                        imputation,
-                        pixel_mean=float(dataset["pixel_mean"]),
-                        channel_mean=list(dataset["channel_mean"]),
-                        noise=noise,
-                        # each order's own stream, as in a job of its own
-                        rng=noise_rng(tiebreak_seed, split, block.start),
-                    )
+                    else:
+                        masked[order][block] = masker.fill(pixels, keep, split, block.start)
             log.info("%s: %d images masked", split, stored.shape[0])
     log.info(
         "%s-%g masked copies of %s with %s attributions of %s, %s imputation: %d of %d %ss kept",
@@ -229,7 +330,7 @@ def run_mask(
         saliency.attrs["method"],
         saliency.attrs["model"],
         imputation,
-        kept,
-        units,
+        masking["kept_units"],
+        masking["units"],
         ranking,
     )

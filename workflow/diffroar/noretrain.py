@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import torch
 
 from .checks import expect_inputs
-from .data import read_attributes
+from .mask import masked_splits
 from .models import load_checkpoint
 from .runtime import device, log, package_version, write_parquet
 from .train import accuracy, load_tensors, training_mode
@@ -24,17 +25,23 @@ CURVES = {"top": "LeRF", "bottom": "MoRF"}
 def run_noretrain(
     dataset_path: str,
     checkpoint_path: str,
-    masked_paths: list[str],
+    saliency_paths: list[str],
     out_path: str,
     *,
+    imputations: list[str],
+    keep_fractions: list[float],
+    masking_cfg: dict[str, Any],
     model_cfg: dict[str, Any],
     config_fingerprint: str,
     expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Write one row per masked store: the base model's test accuracy on it. The checkpoint must
-    have been trained under `config_fingerprint`; with `expected` (input path -> the identity the
-    rule expects), inputs that record another identity are refused."""
-    expect_inputs(expected, [dataset_path, checkpoint_path, *masked_paths])
+    """Write one row per attribution store x imputation x k x order: the base model's test
+    accuracy on that masked copy of the test split (diffroar.mask.masked_splits with the ranking,
+    tie-break seed and noise of `masking_cfg`: the very images the retrained models are tested
+    on). The checkpoint must have been trained under `config_fingerprint`, and every attribution
+    store must be of it; with `expected` (input path -> the identity the rule expects), inputs
+    that record another identity are refused before any work."""
+    expect_inputs(expected, [dataset_path, checkpoint_path, *saliency_paths])
     model, checkpoint = load_checkpoint(checkpoint_path, config_fingerprint)
     on = device()
     model = model.to(on)
@@ -48,41 +55,61 @@ def run_noretrain(
         on,
     )
     rows = []
-    for path in masked_paths:
-        masking = read_attributes(path)["masking"]
-        if (masking["model"], masking["base_seed"]) != (checkpoint["model"], checkpoint["seed"]):
-            raise ValueError(
-                f"{path} was masked with attributions of {masking['model']} seed "
-                f"{masking['base_seed']}, not of {checkpoint_path}"
-            )
-        test_accuracy = accuracy(model, *load_tensors(path, "test", on))
-        rows.append(
-            {
-                "dataset": checkpoint["dataset"],
-                "model": checkpoint["model"],
-                "architecture": model_cfg["architecture"],
-                "training_mode": training_mode(model_cfg),
-                "base_seed": checkpoint["seed"],
-                "method": masking["method"],
-                "imputation": masking["imputation"],
-                "ranking": masking["ranking"],
-                "order": masking["order"],
-                "curve": CURVES[masking["order"]],
-                "keep_fraction": masking["keep_fraction"],
-                "removed_fraction": 1 - masking["kept_units"] / masking["units"],
-                "test_accuracy": test_accuracy,
-                "unmasked_test_accuracy": unmasked,
-                "config_fingerprint": config_fingerprint,
-                "package_version": package_version(),
-            }
-        )
-        log.info(
-            "%s %s %s-%g (%s): %.4f",
-            masking["method"],
-            masking["imputation"],
-            masking["order"],
-            masking["keep_fraction"],
-            CURVES[masking["order"]],
-            test_accuracy,
-        )
+    for path in saliency_paths:
+        for imputation in imputations:
+            # masked per k (one ranking gives both orders), rows per order, then k: as before
+            measured = {}
+            for keep_fraction in keep_fractions:
+                masking, masked = masked_splits(
+                    dataset_path,
+                    path,
+                    CURVES,
+                    keep_fraction=keep_fraction,
+                    imputation=imputation,
+                    splits=("test",),
+                    **masking_cfg,
+                )
+                if (masking["model"], masking["base_seed"]) != (
+                    checkpoint["model"],
+                    checkpoint["seed"],
+                ):
+                    raise ValueError(
+                        f"{path} holds attributions of {masking['model']} seed "
+                        f"{masking['base_seed']}, not of {checkpoint_path}"
+                    )
+                for order in CURVES:
+                    images, labels = (torch.from_numpy(a).to(on) for a in masked[order]["test"])
+                    measured[order, keep_fraction] = masking, accuracy(model, images, labels)
+            for (order, keep_fraction), (masking, test_accuracy) in sorted(
+                measured.items(), key=lambda item: list(CURVES).index(item[0][0])
+            ):
+                rows.append(
+                    {
+                        "dataset": checkpoint["dataset"],
+                        "model": checkpoint["model"],
+                        "architecture": model_cfg["architecture"],
+                        "training_mode": training_mode(model_cfg),
+                        "base_seed": checkpoint["seed"],
+                        "method": masking["method"],
+                        "imputation": imputation,
+                        "ranking": masking["ranking"],
+                        "order": order,
+                        "curve": CURVES[order],
+                        "keep_fraction": keep_fraction,
+                        "removed_fraction": 1 - masking["kept_units"] / masking["units"],
+                        "test_accuracy": test_accuracy,
+                        "unmasked_test_accuracy": unmasked,
+                        "config_fingerprint": config_fingerprint,
+                        "package_version": package_version(),
+                    }
+                )
+                log.info(
+                    "%s %s %s-%g (%s): %.4f",
+                    masking["method"],
+                    imputation,
+                    order,
+                    keep_fraction,
+                    CURVES[order],
+                    test_accuracy,
+                )
     write_parquet(pd.DataFrame(rows), out_path)

@@ -13,15 +13,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from .checks import expect_inputs
 from .data import read_attributes
+from .mask import masked_splits
 from .models import build_model, model_spec, save_checkpoint
 from .plugins import named
 from .runtime import device, log, package_version, write_json
-from .store import SPLITS
-from .train import load_tensors, train, training_mode
+from .train import train, training_mode
 
 
 def select_epoch(history: list[dict[str, float]]) -> dict[str, float]:
@@ -30,9 +31,13 @@ def select_epoch(history: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run_retrain(
-    masked_paths: dict[str, str],
+    dataset_path: str,
+    saliency_path: str,
     outputs: dict[str, list[tuple[str, str]]],
     *,
+    keep_fraction: float,
+    imputation: str,
+    masking_cfg: dict[str, Any],
     base_model_cfg: dict[str, Any],
     model_cfg: dict[str, Any],
     retraining_cfg: dict[str, Any],
@@ -41,29 +46,57 @@ def run_retrain(
     attribution_fingerprint: str,
     expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Retrain a `model_cfg` model on each masked store of `masked_paths` (order -> path: the
-    top-k and bottom-k copies of one mask pair) once per seed of `retrain_seeds`, one after
-    another, writing each seed's (checkpoint, metrics JSON) paths of `outputs[order]` with its
-    fingerprint of `config_fingerprints[order]`. With `expected` (input path -> identity), every
-    masked store is checked before any training (retrain_store)."""
-    for masked_path in masked_paths.values():
-        expect_inputs(expected, [masked_path])
-    for order, masked_path in masked_paths.items():
-        retrain_store(
-            masked_path,
-            outputs[order],
+    """Mask the dataset at `dataset_path` with the attributions at `saliency_path` (keep
+    fraction `keep_fraction`, `imputation`, the ranking, tie-break seed and noise of
+    `masking_cfg`; diffroar.mask.masked_splits) and retrain a `model_cfg` model on the copy of
+    each order of `outputs` (order -> that order's (checkpoint, metrics JSON) paths, one per seed
+    of `retrain_seeds`, written with its fingerprint of `config_fingerprints[order]`). The
+    top-k and bottom-k copies come from one ranking, as the mask stage's stores do. With
+    `expected` (input path -> the identity the rule expects), inputs that record another
+    identity are refused before any work."""
+    expect_inputs(expected, [dataset_path, saliency_path])
+    masking, splits = masked_splits(
+        dataset_path,
+        saliency_path,
+        list(outputs),
+        keep_fraction=keep_fraction,
+        imputation=imputation,
+        **masking_cfg,
+    )
+    attributes = read_attributes(dataset_path)
+    log.info(
+        "%s-%g masked copies of %s with %s attributions of %s seed %s, %s imputation: %d of %d "
+        "%ss kept",
+        "/".join(outputs),
+        keep_fraction,
+        attributes["dataset"],
+        masking["method"],
+        masking["model"],
+        masking["base_seed"],
+        imputation,
+        masking["kept_units"],
+        masking["units"],
+        masking["ranking"],
+    )
+    for order, order_outputs in outputs.items():
+        retrain_masked(
+            attributes,
+            masking | {"order": order},
+            splits.pop(order),  # frees each order's copy once it has trained
+            order_outputs,
             base_model_cfg=base_model_cfg,
             model_cfg=model_cfg,
             retraining_cfg=retraining_cfg,
             retrain_seeds=retrain_seeds,
             config_fingerprints=config_fingerprints[order],
             attribution_fingerprint=attribution_fingerprint,
-            expected=expected,
         )
 
 
-def retrain_store(
-    masked_path: str,
+def retrain_masked(
+    attributes: dict[str, Any],
+    masking: dict[str, Any],
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
     outputs: list[tuple[str, str]],
     *,
     base_model_cfg: dict[str, Any],
@@ -72,26 +105,25 @@ def retrain_store(
     retrain_seeds: list[int],
     config_fingerprints: list[str],
     attribution_fingerprint: str,
-    expected: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Retrain a `model_cfg` model on the masked store at `masked_path` once per seed of
-    `retrain_seeds`, one after another, writing each seed's (checkpoint, metrics JSON) paths of
-    `outputs`; the metrics describe the base model, `base_model_cfg`, and the retrained one.
-    `attribution_fingerprint` identifies the attributions the masks came from (equal for runs
-    whose masks are the same, e.g. of a control that ignores the model): the tables count such
-    runs once. With `expected` (input path -> the identity the rule expects: dataset, model,
-    base seed, method, imputation, order, k, ...), a masked store that records another is refused.
+    """Retrain a `model_cfg` model on one masked copy of a dataset (`splits`: split -> (images,
+    labels); `attributes`: the dataset's; `masking`: how it was masked, with its order) once per
+    seed of `retrain_seeds`, one after another, writing each seed's (checkpoint, metrics JSON)
+    paths of `outputs`; the metrics describe the base model, `base_model_cfg`, and the retrained
+    one. `attribution_fingerprint` identifies the attributions the masks came from (equal for
+    runs whose masks are the same, e.g. of a control that ignores the model): the tables count
+    such runs once.
 
-    The store is read once. Every seed starts from the same state as in a job of its own (torch
-    seeded, then a fresh model), so grouping seeds or orders in one job changes no number."""
-    expect_inputs(expected, [masked_path])
+    Every seed starts from the same state as in a job of its own (torch seeded, then a fresh
+    model), so grouping seeds or orders in one job changes no number."""
     on = device()
-    attributes = read_attributes(masked_path)
-    retraining = f"retraining {attributes['dataset']}/{attributes['masking']['model']}"
+    retraining = f"retraining {attributes['dataset']}/{masking['model']}"
     with named(retraining):
         spec = model_spec(model_cfg, attributes)
-    splits = {split: load_tensors(masked_path, split, on) for split in SPLITS}
-    masking = attributes["masking"]
+    splits = {
+        split: (torch.from_numpy(images).to(on), torch.from_numpy(labels).to(on))
+        for split, (images, labels) in splits.items()
+    }
     for (checkpoint_path, metrics_path), retrain_seed, fingerprint in zip(
         outputs, retrain_seeds, config_fingerprints, strict=True
     ):

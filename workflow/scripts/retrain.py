@@ -1,5 +1,6 @@
-"""Rule `retrain`: fresh models trained on the top-k and the bottom-k masked copies of one mask
-pair, one per retrain seed of the job (one seed, or all of them with `retraining.group_seeds`)."""
+"""Rule `retrain`: the top-k and the bottom-k masked copies of one mask pair, made in memory from
+the dataset and the attributions, and fresh models trained on each, one per retrain seed of the
+job (one seed, or all of them with `retraining.group_seeds`)."""
 
 from diffroar.worker import call
 
@@ -12,7 +13,8 @@ orders = list(snakemake.params.orders)
 call(
     snakemake,
     "diffroar.retrain:run_retrain",
-    {order: snakemake.input[order] for order in orders},
+    snakemake.input.dataset,
+    snakemake.input.saliency,
     {
         order: list(
             zip(
@@ -23,6 +25,9 @@ call(
         )
         for order in orders
     },
+    keep_fraction=float(snakemake.wildcards.k),
+    imputation=snakemake.wildcards.imputation,
+    masking_cfg=snakemake.params.masking,
     base_model_cfg=snakemake.params.base_model,
     model_cfg=snakemake.params.model,
     retraining_cfg=snakemake.params.retraining,
