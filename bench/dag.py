@@ -24,9 +24,9 @@ import yaml
 
 from .common import Row, copy_workflow, planned_jobs, seconds, snakemake
 
-# (keep fractions, retrain seeds) per size: k * r retrain jobs and k mask jobs (each for both
-# orders) + 17 others
-SIZES = {100: (10, 8), 1000: (20, 49), 10000: (50, 199)}
+# (keep fractions, retrain seeds) per size: k * r retrain jobs (each masks and retrains both
+# orders) + 19 others
+SIZES = {100: (10, 9), 1000: (20, 50), 10000: (50, 200)}
 TARGET_SECONDS = 20.0
 
 
