@@ -442,7 +442,7 @@ def attribution_settings(wildcards):
 @functools.cache
 def user_settings(method, dataset, model, seed):
     """user_method_settings of user method `method` for one base model, once per run: every
-    saliency, mask, retrain and sanity job's params and fingerprints ask for it, and it hashes
+    saliency, retrain and sanity job's params and fingerprints ask for it, and it hashes
     the method's module file or precomputed files (as file_hashes does for models)."""
     return user_method_settings(
         config["methods"][method], config["saliency"], dataset, model, seed
@@ -483,6 +483,28 @@ def masking_settings(wildcards):
     return settings
 
 
+def by_wildcards(*names):
+    """Cache a function of wildcards (and further arguments) by the values of the wildcards
+    `names` it reads: the config is fixed in a Snakemake process, and every dry run evaluates
+    every job's params, in which the same fingerprints recur (a base model's in each of its
+    retrain jobs, every run's in the metrics job's identities). For functions that return
+    strings, which no caller can change."""
+
+    def decorate(function):
+        @functools.cache
+        def cached(values, *args):
+            return function(SimpleNamespace(**dict(zip(names, values))), *args)
+
+        @functools.wraps(function)
+        def wrapper(wildcards, *args):
+            return cached(tuple(getattr(wildcards, name) for name in names), *args)
+
+        return wrapper
+
+    return decorate
+
+
+@by_wildcards("dataset", "model", "seed")
 def train_fingerprint(wildcards):
     """Fingerprint of everything in the config that a base model depends on (an imported one:
     not the `training` section, which trains nothing there)."""
@@ -495,6 +517,7 @@ def train_fingerprint(wildcards):
     )
 
 
+@by_wildcards("dataset", "model", "seed", "method")
 def attribution_fingerprint(wildcards):
     """Fingerprint of what one saliency store's values depend on. Stores with equal fingerprints
     hold the same attributions, so their masks and retrained models are the same runs: the
@@ -531,6 +554,7 @@ def retrain_outputs(name):
     }
 
 
+@by_wildcards("dataset", "model", "seed", "method", "imputation", "k")
 def retrain_fingerprint(wildcards, order, rseed):
     """Fingerprint of everything in the config that a retrained model depends on."""
     return config_fingerprint(
