@@ -7,6 +7,7 @@ start-up on the 2-core machine; bench/ measures start-up)."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import subprocess
 import sys
@@ -53,6 +54,16 @@ def test_the_client_every_rule_runs_needs_no_site_packages():
         "diffroar"
     }
     assert "diffroar.runtime" not in loaded and "diffroar.worker" not in loaded
+    # hashlib would load OpenSSL's bindings (3 ms of every job): sha256 comes from CPython's own
+    assert "'hashlib'" not in loaded and "'_hashlib'" not in loaded
+
+
+def test_the_clients_server_key_is_the_sha256_hashlib_gives():
+    from diffroar import client
+
+    digest = client._sha256()
+    digest.update(b"diffroar")
+    assert digest.hexdigest() == hashlib.sha256(b"diffroar").hexdigest()
 
 
 def test_the_worker_client_imports_no_numeric_library():
