@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
+from diffroar.data import read_images
 from diffroar.mask import masked_splits
 from workflow_helpers import (
     copy_workflow,
@@ -187,6 +188,29 @@ def test_a_derived_method_has_its_own_stores_rows_and_attributions(finished):
     assert json.loads((run / "retrain0/metrics.json").read_text())["method"] == "gradient+blur1"
     table = pd.read_parquet(results / "diffroar.parquet")
     assert len(table[table["method"] == "gradient+blur1"]) == len(MODELS) * len(IMPUTATIONS)
+
+
+def test_a_masked_store_asked_for_by_path_holds_the_images_the_models_were_retrained_on(
+    copy_of_finished,
+):
+    """No rule reads masked stores; asked for by path, the mask rule writes one, alone, with the
+    images the retrain job made in memory (bit for bit)."""
+    relative = "results/masked/blockdigits/tiny_standard/seed0/gradient/noisy_linear/top-k0.1.zarr"
+    result = snakemake(copy_of_finished, "--cores", "1", relative)
+    assert job_counts(result.stdout + result.stderr) == {"mask": 1}
+    store = copy_of_finished / relative
+    results = copy_of_finished / "results"
+    _, masked = masked_splits(
+        str(results / "data" / "blockdigits.zarr"),
+        str(results / "saliency/blockdigits/tiny_standard/seed0/gradient.zarr"),
+        ["top"], keep_fraction=0.1, imputation="noisy_linear", ranking="coordinate",
+        tiebreak_seed=0, noise=0.01,
+    )  # fmt: skip
+    for split, (images, labels) in masked["top"].items():
+        stored_images, stored_labels = read_images(store, split)
+        np.testing.assert_array_equal(stored_images, images)
+        np.testing.assert_array_equal(stored_labels, labels)
+    assert planned_jobs(copy_of_finished) == {}  # nothing else is out of date
 
 
 def test_the_randomisation_check_covers_every_base_model_and_method(finished):
