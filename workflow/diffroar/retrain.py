@@ -5,7 +5,8 @@ Always standard training. The model is evaluated on the equally masked validatio
 after every epoch; the reported accuracy is the test accuracy at the epoch of best validation
 accuracy (the earliest, on ties), and the last epoch's beside it. With `retraining.group_seeds`
 one job trains every retrain seed of a masked dataset, one after another; one job retrains the
-top-k and the bottom-k copy of a mask pair.
+top-k and the bottom-k copy of a mask pair, which it makes in memory from the dataset and the
+attributions (diffroar.mask.masked_splits: no masked store is written and read back).
 """
 
 from __future__ import annotations
