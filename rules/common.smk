@@ -295,13 +295,9 @@ def noretrain_saliency(wildcards):
 
 
 def noretrain_masking(wildcards):
-    """The masking settings of a noretrain job: ranking and tie-break seed, and the noise if
-    one of its imputations draws it."""
-    masking = config["masking"]
-    settings = {key: masking[key] for key in ("ranking", "tiebreak_seed")}
-    if "noisy_linear" in FILLS:
-        settings["noise"] = masking["noise"]
-    return settings
+    """The masking settings of a noretrain job: masking_settings of its imputations (the noise
+    too if one of them draws it)."""
+    return masking_config("noisy_linear" in FILLS)
 
 
 def noretrain_tables(dataset):
@@ -475,12 +471,16 @@ def sanity_methods(wildcards):
 
 
 def masking_settings(wildcards):
-    """The settings a masked store depends on: ranking, seed and the imputation's own."""
-    masking = config["masking"]
-    settings = {key: masking[key] for key in ("ranking", "tiebreak_seed")}
-    if wildcards.imputation == "noisy_linear":
-        settings["noise"] = masking["noise"]
-    return settings
+    """The settings a masked copy depends on: ranking, seed and the imputation's own."""
+    return masking_config(wildcards.imputation == "noisy_linear")
+
+
+def masking_config(noise):
+    """The `masking` section's ranking and tie-break seed, and its noise if `noise`."""
+    keys = (
+        ("ranking", "tiebreak_seed", "noise") if noise else ("ranking", "tiebreak_seed")
+    )
+    return {key: config["masking"][key] for key in keys}
 
 
 def by_wildcards(*names):

@@ -80,36 +80,36 @@ def run_noretrain(
                 for order in CURVES:
                     images, labels = (torch.from_numpy(a).to(on) for a in masked[order]["test"])
                     measured[order, keep_fraction] = masking, accuracy(model, images, labels)
-            for (order, keep_fraction), (masking, test_accuracy) in sorted(
-                measured.items(), key=lambda item: list(CURVES).index(item[0][0])
-            ):
-                rows.append(
-                    {
-                        "dataset": checkpoint["dataset"],
-                        "model": checkpoint["model"],
-                        "architecture": model_cfg["architecture"],
-                        "training_mode": training_mode(model_cfg),
-                        "base_seed": checkpoint["seed"],
-                        "method": masking["method"],
-                        "imputation": imputation,
-                        "ranking": masking["ranking"],
-                        "order": order,
-                        "curve": CURVES[order],
-                        "keep_fraction": keep_fraction,
-                        "removed_fraction": 1 - masking["kept_units"] / masking["units"],
-                        "test_accuracy": test_accuracy,
-                        "unmasked_test_accuracy": unmasked,
-                        "config_fingerprint": config_fingerprint,
-                        "package_version": package_version(),
-                    }
-                )
-                log.info(
-                    "%s %s %s-%g (%s): %.4f",
-                    masking["method"],
-                    imputation,
-                    order,
-                    keep_fraction,
-                    CURVES[order],
-                    test_accuracy,
-                )
+            for order in CURVES:
+                for keep_fraction in keep_fractions:
+                    masking, test_accuracy = measured[order, keep_fraction]
+                    rows.append(
+                        {
+                            "dataset": checkpoint["dataset"],
+                            "model": checkpoint["model"],
+                            "architecture": model_cfg["architecture"],
+                            "training_mode": training_mode(model_cfg),
+                            "base_seed": checkpoint["seed"],
+                            "method": masking["method"],
+                            "imputation": imputation,
+                            "ranking": masking["ranking"],
+                            "order": order,
+                            "curve": CURVES[order],
+                            "keep_fraction": keep_fraction,
+                            "removed_fraction": 1 - masking["kept_units"] / masking["units"],
+                            "test_accuracy": test_accuracy,
+                            "unmasked_test_accuracy": unmasked,
+                            "config_fingerprint": config_fingerprint,
+                            "package_version": package_version(),
+                        }
+                    )
+                    log.info(
+                        "%s %s %s-%g (%s): %.4f",
+                        masking["method"],
+                        imputation,
+                        order,
+                        keep_fraction,
+                        CURVES[order],
+                        test_accuracy,
+                    )
     write_parquet(pd.DataFrame(rows), out_path)
