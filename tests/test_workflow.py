@@ -14,10 +14,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 import zarr
 from diffroar.data import read_images
 from diffroar.mask import masked_splits
+from diffroar.models import load_checkpoint
+from diffroar.train import accuracy
 from workflow_helpers import (
     copy_workflow,
     job_counts,
@@ -131,8 +134,12 @@ def test_stores_record_what_produced_them(finished):
     assert len(np.unique(noisy_images[~kept])) > 100  # filled from neighbours, with noise
     # the retrain-free table measured the base model on these very images
     noretrain = pd.read_parquet(results / "noretrain/blockdigits/tiny_standard/seed0.parquet")
-    assert list(noretrain.columns[:4]) == ["dataset", "model", "architecture", "training_mode"]
     assert len(noretrain) == len(METHODS) * len(IMPUTATIONS) * len(KS) * ORDERS
+    row = noretrain[(noretrain["method"] == "random") & (noretrain["imputation"] == "mean")
+                    & (noretrain["order"] == "top")]  # fmt: skip
+    model, _ = load_checkpoint(results / "models/blockdigits/tiny_standard/seed0/model.safetensors")
+    images, labels = (torch.from_numpy(array) for array in mean["top"]["test"])
+    assert row["test_accuracy"].tolist() == [accuracy(model, images, labels)]
 
     base = json.loads((results / "models/blockdigits/tiny_l2/seed0/metrics.json").read_text())
     assert base["training_mode"] == "pgd_l2" and len(base["history"]) == 3
