@@ -72,7 +72,8 @@ def main() -> None:
         choices=["cpu", "cuda"],
         default="cpu",
         help="cuda: run only the training benchmark, on the GPU (the GPU path: splits on the "
-        "device, bf16 autocast, channels-last), against the textbook loop on the same GPU",
+        "device; precision auto, bf16 autocast and channels-last on a GPU with bf16 arithmetic), "
+        "against the textbook loop on the same GPU",
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # Captum's notes on every call

@@ -6,15 +6,20 @@ the stored uint8 pixels through `transforms.ToTensor()`), torch's default collat
 DataLoader in the main process, Adam. diffroar.train.train keeps the whole split as one tensor and
 cuts batches by index. Both run one epoch on the same images, model (same initial weights) and
 batch size; samples/s is the median over rounds that alternate them. A third loop, the model's
-steps alone on batches cut beforehand, bounds what any loop could reach.
+float32 steps alone on batches cut beforehand (per-tensor Adam, as the textbook's), bounds what
+a float32 loop with that optimizer could reach. On a CPU diffroar's loop runs at
+`training.precision` `auto` (float32, the textbook's arithmetic) and at `bfloat16` (bf16
+autocast, channels-last, fused Adam); on a GPU at `auto`.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffroar.train import train
+from diffroar.train import native_bf16, resolve_precision, train
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -62,7 +67,7 @@ def textbook_epoch(model, images, labels, pixel_max, on, batch_size) -> None:
         optimizer.step()
 
 
-def diffroar_epoch(model, images, labels, pixel_max, on, batch_size) -> None:
+def diffroar_epoch(model, images, labels, pixel_max, on, batch_size, precision="auto") -> None:
     # as a training job: the split moved to the device once, then index slices of it
     split = (
         torch.from_numpy(images.astype(np.float32) / np.float32(pixel_max)).to(on),
@@ -77,6 +82,7 @@ def diffroar_epoch(model, images, labels, pixel_max, on, batch_size) -> None:
         learning_rate=LEARNING_RATE,
         weight_decay=0.0,
         seed=0,
+        precision=precision,
     )
 
 
@@ -93,10 +99,15 @@ def compute_epoch(model, images, labels, pixel_max, on, batch_size) -> None:
 
 
 def epoch_seconds(
-    architecture: str, count: int, repeats: int, on: torch.device, batch_size: int
+    architecture: str,
+    count: int,
+    repeats: int,
+    on: torch.device,
+    batch_size: int,
+    precisions: tuple[str, ...] = ("auto",),
 ) -> tuple[dict[str, float], str]:
-    """Median seconds of one epoch of each loop on `count` images on device `on`, and the data's
-    name."""
+    """Median seconds of one epoch of each loop on `count` images on device `on` (diffroar's at
+    each of `precisions`, keyed `diffroar <precision>`), and the data's name."""
     images, labels, pixel_max, data_name = fashion_or_digits(count)
     state = bench_model(architecture, images, pixel_max).state_dict()
     scaled = torch.from_numpy(images.astype(np.float32) / np.float32(pixel_max)).to(on)
@@ -119,7 +130,9 @@ def epoch_seconds(
         return go
 
     loops = {
-        "diffroar": epoch(diffroar_epoch, images),
+        f"diffroar {precision}": epoch(partial(diffroar_epoch, precision=precision), images)
+        for precision in precisions
+    } | {
         "textbook": epoch(textbook_epoch, images),
         "compute": epoch(compute_epoch, batches),
     }
@@ -127,38 +140,48 @@ def epoch_seconds(
 
 
 def run(quick: bool, on: torch.device | None = None) -> list[Row]:
-    """The rows on the CPU (the targets), or on device `on` (`python -m bench --device cuda`: the
-    GPU path, samples/s against the textbook loop on the same GPU, no target)."""
+    """The rows on the CPU (the targets: diffroar's loop at its default precision and at
+    `precision: bfloat16`), or on device `on` (`python -m bench --device cuda`: the GPU
+    path, samples/s against the textbook loop on the same GPU, no target)."""
     on = on or torch.device("cpu")
     cuda = on.type == "cuda"
     batch_size = CUDA_BATCH_SIZE if cuda else BATCH_SIZE
-    where = (
-        f"{torch.cuda.get_device_name(on)}, bf16 autocast, channels-last"
-        if cuda
-        else f"{torch.get_num_threads()} threads"
-    )
+    if cuda:
+        where = f"{torch.cuda.get_device_name(on)}, precision auto: {resolve_precision('auto', on)}"
+    else:
+        bf16 = "with" if native_bf16(on) else "without"
+        where = f"{torch.get_num_threads()} threads, a CPU {bf16} bf16 arithmetic"
     rows = []
+    precisions = ("auto",) if cuda else ("auto", "bfloat16")
     for architecture, count, target in (
         ("mlp", 2048 if quick else 16384, 3.0),
         ("cnn", 512 if quick else 4096, 1.5),
     ):
         if cuda:
             count, target = count * 4, None
-        times, data_name = epoch_seconds(architecture, count, 3 if quick else 5, on, batch_size)
-        ours, textbook = count / times["diffroar"], count / times["textbook"]
-        bound = times["textbook"] / times["compute"]
-        rows.append(
-            Row(
-                benchmark="training throughput",
-                case=f"{architecture}, batch {batch_size}" + (f", {on.type}" if cuda else ""),
-                value=ours,
-                unit="samples/s",
-                baseline=textbook,
-                ratio=ours / textbook,
-                target=None if target is None else f">= {target:g}x",
-                met=None if target is None else ours / textbook >= target,
-                note=f"{count} {data_name} images, {where}; the model's own forward, backward "
-                f"and Adam steps on ready batches (float32) run {bound:.2f}x the textbook loop",
-            )
+        times, data_name = epoch_seconds(
+            architecture, count, 3 if quick else 5, on, batch_size, precisions
         )
+        textbook = count / times["textbook"]
+        bound = times["textbook"] / times["compute"]
+        for precision in precisions:
+            ours = count / times[f"diffroar {precision}"]
+            setting = "" if precision == "auto" else f", precision {precision}"
+            rows.append(
+                Row(
+                    benchmark="training throughput",
+                    case=f"{architecture}, batch {batch_size}{setting}"
+                    + (f", {on.type}" if cuda else ""),
+                    value=ours,
+                    unit="samples/s",
+                    baseline=textbook,
+                    ratio=ours / textbook,
+                    target=None if target is None else f">= {target:g}x",
+                    met=None if target is None else ours / textbook >= target,
+                    note=f"{count} {data_name} images, {where}; diffroar at training.precision "
+                    f"{precision} ({resolve_precision(precision, on)}), the textbook loop in "
+                    f"float32, whose forward, backward and Adam steps alone on ready batches run "
+                    f"{bound:.2f}x it",
+                )
+            )
     return rows

@@ -106,7 +106,12 @@ def _edit_json(path: Path, change) -> None:
 MASKING_CFG = {"ranking": "coordinate", "tiebreak_seed": 0}
 
 
-def _retrain(expected: dict | None, out: Path = TOP_METRICS.parent):
+def _retrain(
+    expected: dict | None,
+    out: Path = TOP_METRICS.parent,
+    retraining_cfg: dict = RETRAIN_CFG,
+    base_model_cfg: dict = MODEL_CFG,
+):
     return lambda: run_retrain(
         str(DATA),
         str(SALIENCY),
@@ -114,9 +119,9 @@ def _retrain(expected: dict | None, out: Path = TOP_METRICS.parent):
         keep_fraction=0.1,
         imputation="mean",
         masking_cfg=MASKING_CFG,
-        base_model_cfg=MODEL_CFG,
+        base_model_cfg=base_model_cfg,
         model_cfg=MODEL_CFG,
-        retraining_cfg=RETRAIN_CFG,
+        retraining_cfg=retraining_cfg,
         retrain_seeds=[0],
         config_fingerprints={"top": ["f"]},
         attribution_fingerprint="a",
@@ -181,6 +186,19 @@ def _swap_in_random_attributions(destination: Path = SALIENCY) -> None:
 
 
 # --- class 1: an artifact is what its path says -----------------------------------------------
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("precision", ["auto", "float32", "bfloat16"])
+def test_a_retrained_model_records_the_precision_it_was_trained_in(run, tmp_path, precision):
+    out = tmp_path / "retrained"
+    standard = MODEL_CFG | {"training": {"mode": "standard"}}
+    _retrain(_mask_expected(), out, RETRAIN_CFG | {"precision": precision}, standard)()
+    metrics = json.loads((out / "metrics.json").read_text())
+    _, metadata = load_checkpoint(out / "model.safetensors")
+    resolved = "bfloat16" if precision == "bfloat16" else "float32"  # auto on a CPU: float32
+    assert metrics["precision"] == metadata["precision"] == resolved
+    assert metrics["config"]["retraining"]["precision"] == precision
 
 
 @pytest.mark.workflow

@@ -44,6 +44,21 @@ def test_every_benchmark_reports_finite_measurements(quick_bench):
     assert summary["machine"]["cpus"] >= 1 and summary["quick"] is True
 
 
+def test_training_is_measured_at_the_default_precision_and_at_bfloat16(quick_bench):
+    rows = [r for r in quick_bench[0]["rows"] if r["benchmark"] == "training throughput"]
+    assert [r["case"] for r in rows] == [
+        f"{architecture}, batch 64{precision}"
+        for architecture in ("mlp", "cnn")
+        for precision in ("", ", precision bfloat16")
+    ]
+    assert [r["target"] for r in rows] == [">= 3x", ">= 3x", ">= 1.5x", ">= 1.5x"]
+    for auto, bfloat16 in (rows[:2], rows[2:]):
+        assert "training.precision auto (float32)" in auto["note"]
+        assert "training.precision bfloat16 (bfloat16)" in bfloat16["note"]
+        # one textbook loop measured for both precisions
+        assert auto["baseline"] == bfloat16["baseline"]
+
+
 def test_every_attribution_method_and_target_is_measured(quick_bench):
     from diffroar.saliency import METHODS
 

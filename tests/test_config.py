@@ -41,6 +41,7 @@ def test_defaults_are_filled_in():
         "batch_size": 64,
         "learning_rate": 0.001,
         "weight_decay": 0.0,
+        "precision": "auto",
     }
     assert config["training"] == expected_optimisation | {"eval_attack": {"restarts": 1}}
     assert config["retraining"] == expected_optimisation | {"group_seeds": False}
@@ -584,6 +585,16 @@ BAD_CONFIGS = [
         _set("datasets", "digits", {"loader": "mnist", "root": "/data/mnist", "train_size": 20}),
         ["training.batch_size = 64", "must be <= 17", "train_size 20", "val_fraction 0.15"],
     ),
+    (
+        "training precision without autocast support",
+        _set("training", "precision", "float16"),
+        ["training.precision = 'float16'", "must be one of 'auto', 'float32', 'bfloat16'"],
+    ),
+    (
+        "retraining precision misspelt",
+        _set("retraining", "precision", "bf16"),
+        ["retraining.precision = 'bf16'", "must be one of", "did you mean 'bfloat16'?"],
+    ),
 ]
 
 
@@ -658,6 +669,15 @@ def test_schema_methods_match_saliency_registry():
     assert "`methods`" in schema["description"]
     assert set(config_module.SEEDED_METHODS) <= set(METHODS)
     assert set(config_module.CONTROL_METHODS) <= set(METHODS)
+
+
+def test_schema_precisions_match_the_training_loop():
+    from diffroar.train import DEFAULT_PRECISION, PRECISIONS
+
+    assert _schema_enum("$defs", "optimisation", "properties", "precision") == list(PRECISIONS)
+    assert (
+        SCHEMA["$defs"]["optimisation"]["properties"]["precision"]["default"] == DEFAULT_PRECISION
+    )
 
 
 def test_schema_imputations_match_imputation_registry():

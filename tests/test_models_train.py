@@ -362,3 +362,117 @@ def test_select_epoch_takes_the_earliest_on_ties():
     assert select_epoch(history)["epoch"] == 2
     assert select_epoch([_record(1, 0.3)])["epoch"] == 1
     assert select_epoch([_record(e, 0.4) for e in range(1, 6)])["epoch"] == 1
+
+
+def _conv_problem(count: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count, 1, 8, 8) noise images whose left half (label 1) or right half (label 0) is
+    brightened by 0.5."""
+    generator = torch.Generator().manual_seed(count)
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    images = torch.rand(count, 1, 8, 8, generator=generator) * 0.5
+    images[labels == 1, ..., :4] += 0.5
+    images[labels == 0, ..., 4:] += 0.5
+    return images, labels
+
+
+def _fit_conv(precision: str, architecture: str = "cnn") -> tuple[nn.Module, list[dict]]:
+    torch.manual_seed(0)
+    model = build_model(_conv_spec(architecture, (1, 8, 8), 2))
+    history = train(
+        model, _conv_problem(), {"val": _conv_problem(32)}, epochs=3, batch_size=16,
+        learning_rate=1e-2, weight_decay=0.0, seed=0, precision=precision,
+    )  # fmt: skip
+    return model, history
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def test_resolve_precision_auto_is_float32_on_every_cpu_and_bf16_only_on_capable_gpus(
+    monkeypatch,
+):
+    from diffroar import train as train_module
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for capable in (True, False):
+        monkeypatch.setattr(train_module, "native_bf16", lambda on, capable=capable: capable)
+        assert train_module.resolve_precision("auto", cpu) == "float32"
+        assert train_module.resolve_precision("auto", cuda) == (
+            "bfloat16" if capable else "float32"
+        )
+        for written in ("float32", "bfloat16"):
+            assert train_module.resolve_precision(written, cpu) == written
+            assert train_module.resolve_precision(written, cuda) == written
+    with pytest.raises(
+        ValueError, match=r"precision 'float16' is not one of auto, float32, bfloat16"
+    ):
+        train_module.resolve_precision("float16", cpu)
+
+
+def test_native_bf16_on_the_cpu_follows_its_instruction_set():
+    from diffroar.train import native_bf16
+
+    probes = [getattr(torch.cpu, name, lambda: False)() for name in
+              ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]  # fmt: skip
+    assert native_bf16(torch.device("cpu")) is any(probes)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "cnn"])
+def test_auto_precision_on_a_cpu_trains_exactly_as_float32(architecture):
+    if architecture == "mlp":
+        auto, float32 = fit(precision="auto")[0], fit(precision="float32")[0]
+    else:
+        auto, float32 = _fit_conv("auto")[0], _fit_conv("float32")[0]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(_weights(auto).values(), _weights(float32).values(), strict=True)
+    )
+
+
+def test_bfloat16_training_is_reproducible_learns_and_keeps_float32_weights(tmp_path, caplog):
+    from diffroar.train import native_bf16
+
+    model, history = _fit_conv("bfloat16")
+    again, _ = _fit_conv("bfloat16")
+    float32, _ = _fit_conv("float32")
+    weights = _weights(model)
+    assert all(t.dtype == torch.float32 for t in weights.values())
+    assert all(torch.equal(weights[name], t) for name, t in _weights(again).items())
+    assert any(not torch.equal(weights[name], t) for name, t in _weights(float32).items())
+    assert history[-1]["loss"] < history[0]["loss"] / 10 and history[-1]["val_accuracy"] == 1.0
+    # emulated bf16 is slow: the log says so where the CPU has no bf16 arithmetic
+    assert ("no bf16 arithmetic" in caplog.text) is not native_bf16(torch.device("cpu"))
+    # trained in channels-last memory, saved and loaded as any checkpoint
+    spec = _conv_spec("cnn", (1, 8, 8), 2)
+    save_checkpoint(tmp_path / "m.safetensors", model, spec, {"precision": "bfloat16"})
+    loaded, metadata = load_checkpoint(tmp_path / "m.safetensors")
+    images = _conv_problem(8)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(images), model.eval()(images))
+    assert metadata["precision"] == "bfloat16"
+
+
+def test_float32_training_is_the_textbook_arithmetic_bit_for_bit():
+    """precision float32 (auto on a CPU) keeps today's numbers: per-tensor Adam, no autocast, the
+    batches `train` cuts from its seeded permutation."""
+    from diffroar.train import _batches
+
+    images, labels = _conv_problem()
+    torch.manual_seed(0)
+    ours = build_model(_conv_spec("cnn", (1, 8, 8), 2))
+    reference = build_model(_conv_spec("cnn", (1, 8, 8), 2))
+    reference.load_state_dict(ours.state_dict())
+    train(ours, (images, labels), {}, epochs=2, batch_size=16, learning_rate=1e-2,
+          weight_decay=1e-3, seed=5, precision="float32")  # fmt: skip
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-2, weight_decay=1e-3)
+    shuffle = torch.Generator().manual_seed(5)
+    reference.train()
+    for _ in range(2):
+        for index in _batches(torch.randperm(len(images), generator=shuffle), 16):
+            loss = F.cross_entropy(reference(images[index]), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], tensor), name

@@ -123,6 +123,7 @@ def test_stores_record_what_produced_them(finished):
     run = "retrain/blockdigits/tiny_standard/seed0/random/{}/top-k0.1/retrain0/metrics.json"
     retrained = json.loads((results / run.format("mean")).read_text())
     assert retrained["kept_coordinates"] == 13 and retrained["imputation"] == "mean"
+    assert retrained["precision"] == "float32"  # precision auto, on a CPU
     test_images = mean["top"]["test"][0].reshape(len(signal), -1)
     fill = np.float32(data.attrs["pixel_mean"])
     assert ((test_images != fill).sum(axis=1) <= 13).all()
@@ -143,6 +144,9 @@ def test_stores_record_what_produced_them(finished):
 
     base = json.loads((results / "models/blockdigits/tiny_l2/seed0/metrics.json").read_text())
     assert base["training_mode"] == "pgd_l2" and len(base["history"]) == 3
+    assert base["precision"] == "float32" and base["config"]["training"]["precision"] == "auto"
+    _, metadata = load_checkpoint(results / "models/blockdigits/tiny_l2/seed0/model.safetensors")
+    assert metadata["precision"] == "float32"
     robust = json.loads((results / "models/blockdigits/tiny_l2/seed0/robust.json").read_text())
     assert 0 <= robust["robust_test_accuracy"] <= robust["test_accuracy"] == base["test_accuracy"]
     # the attack that measured it: the training attack's steps, one restart (the defaults)

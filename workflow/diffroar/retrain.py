@@ -23,7 +23,7 @@ from .mask import masked_splits
 from .models import build_model, model_spec, save_checkpoint
 from .plugins import named
 from .runtime import device, log, package_version, write_json
-from .train import train, training_mode
+from .train import DEFAULT_PRECISION, resolve_precision, train, training_mode
 
 
 def select_epoch(history: list[dict[str, float]]) -> dict[str, float]:
@@ -161,6 +161,7 @@ def retrain_masked(
             "order": masking["order"],
             "keep_fraction": masking["keep_fraction"],
             "retrain_seed": retrain_seed,
+            "precision": resolve_precision(retraining_cfg.get("precision", DEFAULT_PRECISION), on),
             "config_fingerprint": fingerprint,
             "attribution_fingerprint": attribution_fingerprint,
             "package_version": package_version(),
