@@ -1,4 +1,4 @@
-"""Session hooks: start the suite's three long runs in the background (tests/background.py) when
+"""Session hooks: start the suite's two long runs in the background (tests/background.py) when
 a test that reads them is selected, and put those tests last so that the runs overlap the rest."""
 
 from __future__ import annotations

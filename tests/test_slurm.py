@@ -8,19 +8,19 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from background import NO_SLURM, SLURM_PROFILE, USER_METHOD, run_of, start_slurm_command
 from diffroar.data import read_attributes
 from diffroar.models import load_checkpoint
 from diffroar.saliency import Settings, gradient_x_input
 from diffroar.store import SPLITS, read_split
-from small_runs import CHECKPOINT, SALIENCY, SMALL, TABLES, clean_run, copy_run
-from workflow_helpers import REPO, SNAKEMAKE, job_counts, snakemake
+from small_runs import CHECKPOINT, SALIENCY, SMALL, TABLES, clean_run, copy_run, small_workflow
+from workflow_helpers import REPO, SNAKEMAKE, job_counts, set_config, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
@@ -29,15 +29,28 @@ SUBMITTED_RULES = {
     "data", "train", "saliency", "mask", "retrain", "noretrain", "localization", "sanity",
 }  # fmt: skip
 FIGURES = ["methods", "imputation", "noretrain", "attributions", "localization"]
-PROFILE = SLURM_PROFILE
+# The local Slurm keeps no accounting: job states come from squeue, checked every few seconds.
+PROFILE = [
+    "--profile",
+    "profiles/slurm",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+]
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+# A user method (the config's `methods`) in a module of the run's working directory: on Slurm it
+# runs as a built-in does. Input times the gradient of the target logit, by hand.
+USER_METHOD = "by_hand"
+USER_MODULE = """
+import torch
 
 
-def _no_slurm(message: str) -> None:
-    """Slurm cannot run here: a failure in CI, a skip elsewhere."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+def input_x_gradient(model, inputs, targets):
+    inputs = inputs.detach().clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(model(inputs).gather(1, targets[:, None]).sum(), inputs)
+    return inputs.detach() * gradient
+"""
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +58,20 @@ def slurm():
     """A running local Slurm (started by the project's script, or found running)."""
     if shutil.which("sbatch") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
         return
-    if os.geteuid() != 0 and not shutil.which("sudo"):
-        _no_slurm("starting the local Slurm needs root or sudo")
-    start = subprocess.run(start_slurm_command(), capture_output=True, text=True, timeout=900)
+    can_start = os.geteuid() == 0 or shutil.which("sudo")
+    if not can_start and os.environ.get("CI") != "true":
+        pytest.skip("starting the local Slurm needs root or sudo")
+    start = subprocess.run(
+        ["bash", str(REPO / "profiles" / "slurm" / "local" / "start.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if start.returncode != 0:
-        _no_slurm(f"local Slurm did not start:\n{start.stdout}\n{start.stderr}")
+        message = f"local Slurm did not start:\n{start.stdout}\n{start.stderr}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def slurm_jobs(output: str) -> dict[int, int]:
@@ -66,18 +88,23 @@ def slurm_state(slurm_id: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def through_slurm():
+def through_slurm(slurm, tmp_path_factory):
     """The small cut of the tiny config (tests/small_runs.py: one model, imputation and k) with
     the user method beside `gradient`, run to its default target (the randomisation check and
-    the figures included) through the Slurm profile, in the background from the session's start
-    (tests/background.py): its working directory, the jobs its dry run planned, its output and
-    its wall time (Slurm's start included where the run started it)."""
-    run = run_of("through_slurm")
-    if run.returncode() == NO_SLURM:
-        _no_slurm(run.log.read_text())
-    output = run.wait()
-    planned = job_counts((run.workdir / "planned.txt").read_text())
-    return run.workdir, planned, output, run.seconds
+    the figures included) through the Slurm profile; its output and wall time."""
+    workdir = small_workflow(tmp_path_factory.mktemp("slurm"))
+    (workdir / "slurm_methods.py").write_text(USER_MODULE)
+    set_config(
+        workdir,
+        methods={USER_METHOD: {"function": "slurm_methods:input_x_gradient"}},
+        experiment={"methods": [*SMALL["methods"], USER_METHOD]},
+    )
+    planned = job_counts(snakemake(workdir, "--dry-run").stdout)
+    started = time.monotonic()
+    result = snakemake(workdir, *PROFILE)
+    seconds = time.monotonic() - started
+    (workdir / "run.log").write_text(result.stdout + result.stderr)
+    return workdir, planned, result.stdout + result.stderr, seconds
 
 
 def test_every_cluster_job_went_through_sbatch(through_slurm):
@@ -199,10 +226,8 @@ def test_one_figure_submits_only_what_it_needs(through_slurm, tmp_path):
         assert again["config_fingerprint"] == metrics["config_fingerprint"]
 
 
-def test_stop_then_start_again(slurm, through_slurm):
-    # last of the session (it reads the background Slurm run, so it waits for it and goes with the
-    # tests that read background runs, last of those): stop.sh stops every daemon, start.sh
-    # brings the node back to idle
+def test_stop_then_start_again(slurm):
+    # last in this module: stop.sh stops every daemon, start.sh brings the node back to idle
     local = REPO / "profiles" / "slurm" / "local"
     subprocess.run(["bash", str(local / "stop.sh")], check=True, timeout=120)
     running = subprocess.run(["pgrep", "-x", "slurmctld|slurmd|munged"], capture_output=True)
