@@ -23,7 +23,7 @@ from .mask import masked_splits
 from .models import build_model, model_spec, save_checkpoint
 from .plugins import named
 from .runtime import device, log, package_version, write_json
-from .train import DEFAULT_PRECISION, resolve_precision, train, training_mode
+from .train import train, trained_precision, training_mode
 
 
 def select_epoch(history: list[dict[str, float]]) -> dict[str, float]:
@@ -118,6 +118,7 @@ def retrain_masked(
     Every seed starts from the same state as in a job of its own (torch seeded, then a fresh
     model), so grouping seeds or orders in one job changes no number."""
     on = device()
+    precision = trained_precision(retraining_cfg, on)
     retraining = f"retraining {attributes['dataset']}/{masking['model']}"
     with named(retraining):
         spec = model_spec(model_cfg, attributes)
@@ -161,7 +162,7 @@ def retrain_masked(
             "order": masking["order"],
             "keep_fraction": masking["keep_fraction"],
             "retrain_seed": retrain_seed,
-            "precision": resolve_precision(retraining_cfg.get("precision", DEFAULT_PRECISION), on),
+            "precision": precision,
             "config_fingerprint": fingerprint,
             "attribution_fingerprint": attribution_fingerprint,
             "package_version": package_version(),

@@ -130,6 +130,12 @@ def resolve_precision(setting: str, on: torch.device) -> str:
     return setting
 
 
+def trained_precision(settings: dict[str, Any], on: torch.device) -> str:
+    """What a model trained with the `training` / `retraining` `settings` on device `on` records
+    as its precision (`resolve_precision` of their `precision`, `auto` where they have none)."""
+    return resolve_precision(settings.get("precision", DEFAULT_PRECISION), on)
+
+
 def precision_settings(
     model: nn.Module, images: torch.Tensor, precision: str
 ) -> tuple[nn.Module, torch.Tensor, contextlib.AbstractContextManager]:
@@ -276,7 +282,7 @@ def run_train(
     test_accuracy = accuracy(model, *splits["test"])
     log.info("test accuracy %.4f", test_accuracy)
     info = model_info(dataset, model_name, seed, config_fingerprint, source="trained") | {
-        "precision": resolve_precision(training_cfg.get("precision", DEFAULT_PRECISION), on)
+        "precision": trained_precision(training_cfg, on)
     }
     results = {
         "attack": attack,
