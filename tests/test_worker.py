@@ -44,6 +44,8 @@ import torch
 
 from .runtime import log
 
+AUTOGROUP = os.path.exists("/proc/self/autogroup")
+
 
 def report(path):
     log.info("probe running")
@@ -53,6 +55,8 @@ def report(path):
         "pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0), "cwd": os.getcwd(),
         "probe": os.environ.get("PROBE"), "torch_threads": torch.get_num_threads(),
         "cuda_initialised": torch.cuda.is_initialized(), "argv": sys.argv,
+        "niceness": os.getpriority(os.PRIO_PROCESS, 0),
+        "autogroup": Path("/proc/self/autogroup").read_text() if AUTOGROUP else None,
     }
     Path(path).write_text(json.dumps(facts))
 
@@ -139,9 +143,11 @@ def package(tmp_path_factory):
                     os.kill(pid, signal.SIGTERM)
 
 
-def _client(package: Path, cwd: Path, function: str, *args, threads: int = 1, **environ):
+def _client(
+    package: Path, cwd: Path, function: str, *args, threads: int = 1, niceness: int = 0, **environ
+):
     """Start the client of `package` (as a rule does: no site-packages) on a probe job running
-    `function`; its Popen."""
+    `function`, at `niceness` above this process's; its Popen."""
     env = {**os.environ, "PYTHONPATH": str(package), "DIFFROAR_WORKER_IDLE": "60", **environ}
     process = subprocess.Popen(
         [sys.executable, "-S", *_command(cwd, threads)],
@@ -151,6 +157,7 @@ def _client(package: Path, cwd: Path, function: str, *args, threads: int = 1, **
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
     )
     process.stdin.write(_job(function, args))
     process.stdin.close()
@@ -158,8 +165,10 @@ def _client(package: Path, cwd: Path, function: str, *args, threads: int = 1, **
     return process
 
 
-def _run(package: Path, cwd: Path, function: str, *args, threads: int = 1, **environ):
-    process = _client(package, cwd, function, *args, threads=threads, **environ)
+def _run(
+    package: Path, cwd: Path, function: str, *args, threads: int = 1, niceness: int = 0, **environ
+):
+    process = _client(package, cwd, function, *args, threads=threads, niceness=niceness, **environ)
     stdout, stderr = process.communicate(timeout=300)
     return process.returncode, stdout, stderr, process.pid
 
@@ -328,6 +337,7 @@ def test_a_job_runs_in_a_forked_child_as_in_its_own_process(package, tmp_path):
     assert facts["pgid"] == facts["pid"]  # its own process group
     assert facts["cwd"] == str(tmp_path) and facts["probe"] == "from the client"
     assert facts["torch_threads"] == 2 and facts["cuda_initialised"] is False
+    assert facts["niceness"] == os.getpriority(os.PRIO_PROCESS, 0)
     assert facts["argv"][0].endswith("client.py")  # the client's
     assert "probe says hello on stdout" in stdout  # the script's descriptors
     assert "probe says hello on stderr" in stderr
@@ -470,18 +480,48 @@ def test_a_second_server_of_the_same_key_exits_at_once(package):
         probe.close()
 
 
-def test_an_idle_server_exits(package, tmp_path):
-    """A server of another copy with a 1 s idle period is gone soon after its job."""
+def test_a_niced_jobs_server_runs_niced_and_exits_when_idle(package, tmp_path):
+    """A server of another copy, started by a job at niceness 7 with a 1 s idle period: its
+    children run at niceness 7, in an autogroup (its session's) at niceness 7 where the kernel
+    has autogroups, and it is gone soon after its job."""
     copy = tmp_path / "idle"
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    niceness = os.getpriority(os.PRIO_PROCESS, 0) + 7
     code, *_ = _run(
         copy, tmp_path, "diffroar.probe:report", str(tmp_path / "facts.json"),
-        DIFFROAR_WORKER_IDLE="1",
+        niceness=7, DIFFROAR_WORKER_IDLE="1",
     )  # fmt: skip
     assert code == 0
-    server = json.loads((tmp_path / "facts.json").read_text())["ppid"]
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert facts["niceness"] == niceness
+    if facts["autogroup"] is not None:
+        own_group = Path("/proc/self/autogroup").read_text().split()[0]
+        group, _, value = facts["autogroup"].split()
+        assert group != own_group and int(value) == niceness  # the server's new session
+    server = facts["ppid"]
     wait_for(lambda: not _alive(server), timeout=30, what="the idle server to exit")
     assert client.try_connect(client.code_key(copy / "diffroar")) is None
+
+
+def test_keep_niceness_writes_a_niced_process_niceness_and_leaves_others(tmp_path):
+    group = tmp_path / "autogroup"
+    group.write_text("unchanged")
+    if os.getpriority(os.PRIO_PROCESS, 0) == 0:
+        assert worker.keep_niceness(str(group)) is None
+        assert group.read_text() == "unchanged"
+    code = (
+        "import os, sys; from diffroar.worker import keep_niceness; "
+        "print(keep_niceness(sys.argv[1]), keep_niceness(sys.argv[2]))"
+    )
+    niced = subprocess.run(
+        [sys.executable, "-c", code, str(group), str(tmp_path / "missing" / "autogroup")],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: os.nice(19),
+    )
+    assert niced.stdout.split() == ["19", "None"]  # a missing group file is no error
+    assert group.read_text() == "19"
 
 
 # --- the same results ---------------------------------------------------------------------------

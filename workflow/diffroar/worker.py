@@ -43,6 +43,10 @@ Promises kept:
   its fork-safe background thread), so forking it is safe; it exits after
   `DIFFROAR_WORKER_IDLE` seconds (default 30) without a connection or a running child, and on
   SIGTERM after killing its children.
+- A niced run stays niced: the server runs in a session of its own, which Linux's autogroup
+  scheduling would put in a new group at the default priority whatever the niceness of the job
+  that started it (so `nice snakemake` would not lower the priority of its jobs' work); the server
+  gives its group the niceness it inherited (keep_niceness).
 
 Caveat: Snakemake's `benchmark:` files measure the client's process tree, so through the worker
 they record the client's small CPU and memory, not the job's (set DIFFROAR_WORKER=0 to benchmark).
@@ -515,6 +519,26 @@ def _drain(fd: int) -> None:
         pass
 
 
+AUTOGROUP = "/proc/self/autogroup"
+
+
+def keep_niceness(autogroup: str = AUTOGROUP) -> int | None:
+    """Give this process's autogroup (a new session starts one) the niceness the process has, when
+    that is above 0; the niceness written, or None (not niced, or no autogroup scheduling here).
+    Without it a niced job's server would compete with every other session at the default
+    priority: autogroup scheduling shares the CPU between sessions first and applies a process's
+    niceness only within its session."""
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness <= 0:
+        return None
+    try:
+        with open(autogroup, "w") as group:
+            group.write(str(niceness))
+    except OSError:  # a kernel without CONFIG_SCHED_AUTOGROUP, or the file refused
+        return None
+    return niceness
+
+
 def serve(key: str) -> int:
     """The server of `key`: bind first (a second server loses the race and exits 0), import,
     check that the code still gives `key`, serve until idle; its exit code."""
@@ -527,6 +551,9 @@ def serve(key: str) -> int:
         raise
     listener.listen(128)
     say(f"listening as {key} for {PACKAGE_DIR}")
+    niceness = keep_niceness()
+    if niceness is not None:
+        say(f"niced: the server's autogroup runs at niceness {niceness}")
     idle = idle_seconds(os.environ)
     begun = time.perf_counter()
     seconds = preimport()
