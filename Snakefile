@@ -26,7 +26,7 @@ from diffroar.config import (
     missing_data_files,
     validate_config,
 )
-from diffroar.resources import check_environment
+from diffroar.resources import available_cpus, check_environment, cores_note
 from diffroar.scheduling import bound_rescheduling
 
 # Snakemake's scheduler would start one more re-evaluation timer at every round (its rounds per
@@ -48,6 +48,11 @@ except ValueError as error:
 # run works without them; it notes what is missing.
 for note in missing_data_files(config):
     print(note, file=sys.stderr)
+# A local run with more --cores than CPUs runs multi-threaded jobs side by side on shared CPUs.
+if workflow.local_exec and workflow.is_main_process:
+    note = cores_note(workflow.resource_settings.cores, available_cpus())
+    if note:
+        print(note, file=sys.stderr)
 
 
 report: "workflow/report/workflow.rst"

@@ -6,8 +6,10 @@ import pytest
 from diffroar.resources import (
     DEFAULT_MEM_MB,
     DEFAULT_RUNTIME,
+    available_cpus,
     base_resources,
     check_environment,
+    cores_note,
     for_attempt,
 )
 
@@ -54,3 +56,18 @@ def test_a_bad_environment_value_is_named(text):
 def test_an_empty_variable_means_the_default():
     check_environment({"DIFFROAR_MEM_MB": ""})
     assert base_resources({}, {"DIFFROAR_RUNTIME": ""})["runtime"] == DEFAULT_RUNTIME
+
+
+def test_a_note_only_for_more_cores_than_cpus():
+    assert cores_note(None, 2) is None  # no --cores: a cluster run or a dry run
+    assert cores_note(1, 2) is None and cores_note(2, 2) is None
+    note = cores_note(8, 2)
+    assert note.startswith("note: --cores 8 is more than the 2 CPUs")
+    assert "use --cores all (= 2) or fewer" in note
+    assert "\n" not in note
+
+
+def test_the_cpus_are_those_this_process_may_use():
+    import os
+
+    assert available_cpus() == len(os.sched_getaffinity(0)) >= 1

@@ -20,6 +20,7 @@ import zarr
 from diffroar.data import read_images
 from diffroar.mask import masked_splits
 from diffroar.models import load_checkpoint
+from diffroar.resources import available_cpus, cores_note
 from diffroar.train import accuracy
 from workflow_helpers import (
     copy_workflow,
@@ -388,12 +389,19 @@ def test_editing_a_rule_script_reruns_its_jobs_and_what_follows(copy_of_finished
 def test_one_figure_builds_only_what_it_needs(tmp_path):
     workdir = copy_workflow(tmp_path / "fresh")
     set_config(workdir, experiment={"datasets": ["digits", "blockdigits"]})
-    for target in ["results/figures/methods-blockdigits.png", "figure_methods_blockdigits"]:
-        result = snakemake(workdir, "--dry-run", target)
+    # the same two dry runs show the note on --cores beyond the CPUs, and only there
+    cpus = available_cpus()
+    for target, cores in [
+        ("results/figures/methods-blockdigits.png", str(cpus + 6)),
+        ("figure_methods_blockdigits", "all"),
+    ]:
+        result = snakemake(workdir, "--dry-run", "--cores", cores, target)
         assert "results/data/blockdigits.zarr" in result.stdout
         assert "digits.zarr" not in result.stdout.replace("blockdigits.zarr", "")
         assert "figure_attributions" not in result.stdout
         assert "rule noretrain" not in result.stdout
+        notes = [line for line in result.stderr.splitlines() if "note: --cores" in line]
+        assert notes == ([cores_note(cpus + 6, cpus)] if cores != "all" else []), result.stderr
 
 
 def test_a_figure_rebuilds_without_the_files_of_other_datasets(copy_of_finished):

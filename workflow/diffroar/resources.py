@@ -75,3 +75,26 @@ SCALED = ("mem_mb", "runtime")
 def for_attempt(resources: Mapping[str, Any], attempt: int) -> dict[str, Any]:
     """`resources` for the given attempt (1, 2, ...): memory and runtime times the attempt."""
     return {name: value * attempt if name in SCALED else value for name, value in resources.items()}
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cores_note(cores: int | None, cpus: int) -> str | None:
+    """A warning when a local run's `--cores` exceeds the CPUs it can use, else None: Snakemake
+    then runs jobs whose threads add up to more than the CPUs, and jobs of several threads
+    (train, saliency, sanity: 2 by default) stall each other, since each waits for its own
+    threads at every operation (OpenMP) while they share cores."""
+    if cores is None or cores <= cpus:
+        return None
+    return (
+        f"note: --cores {cores} is more than the {cpus} CPUs this machine gives the run: jobs "
+        f"with more than one thread will share CPUs and slow each other down; use --cores all "
+        f"(= {cpus}) or fewer"
+    )
