@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def default_run():
-    """The results of `snakemake --cores 2` on the default config from an empty tree, run in the
-    background while the rest of the suite runs (tests/background.py)."""
+    """The results of `snakemake --cores 2 --max-threads 1` on the default config from an empty
+    tree, run in the background while the rest of the suite runs (tests/background.py)."""
     run = run_of("default_run")
     run.wait()
     print(f"default pipeline: {run.seconds:.0f} s on 2 cores, beside the rest of the suite")
