@@ -10,9 +10,9 @@ end.
   alone, 1-thread ones at their full speed), so the run would burn the cores the foreground
   leaves idle instead of using them. Its numbers may differ from a 2-thread run's in the last
   bits; its tests check the science with margins;
-- `bench`: `python -m bench --quick`, for tests/test_bench.py.
+- `bench`: `python -m bench --quick` with one torch thread, for tests/test_bench.py.
 
-Each runs at a lower priority (niceness 10, for its session's autogroup too), so the tests in
+Each runs at the lowest priority (niceness 19, for its session's autogroup too), so the tests in
 the foreground keep their speed; the tests that read a run come last in the session
 (tests/conftest.py) and wait for it. A test that reads a run that failed fails with its output;
 runs still going when the session ends are killed with their process group.
@@ -33,7 +33,7 @@ from pathlib import Path
 from diffroar.worker import keep_niceness
 from workflow_helpers import REPO, SNAKEMAKE, copy_workflow
 
-NICENESS = 10
+NICENESS = 19  # the lowest priority: the runs take what the foreground leaves
 TIMEOUT = 3600  # seconds a test waits for a run
 
 
@@ -55,6 +55,7 @@ class BackgroundRun:
     folder: Path  # the run's private folder, removed at the end of the session
     workdir: Path
     command: list[str]
+    environ: dict[str, str] = field(default_factory=dict)  # set for the run, over os.environ
     log: Path = field(init=False)
     process: subprocess.Popen = field(init=False)
     started: float = field(init=False)
@@ -70,6 +71,7 @@ class BackgroundRun:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.environ},
                 start_new_session=True,
                 preexec_fn=_lower_priority,
             )
@@ -103,7 +105,8 @@ def _default(folder: Path) -> BackgroundRun:
 
 def _bench(folder: Path) -> BackgroundRun:
     command = [sys.executable, "-m", "bench", "--quick", "--output", str(folder / "summary.json")]
-    return BackgroundRun("bench", folder, REPO, command)
+    # one torch thread, for the reason the default run takes one per job
+    return BackgroundRun("bench", folder, REPO, command, {"OMP_NUM_THREADS": "1"})
 
 
 # fixture that reads a run -> how to start the run
