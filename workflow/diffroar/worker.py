@@ -524,19 +524,22 @@ AUTOGROUP = "/proc/self/autogroup"
 
 def keep_niceness(autogroup: str = AUTOGROUP) -> int | None:
     """Give this process's autogroup (a new session starts one) the niceness the process has, when
-    that is above 0; the niceness written, or None (not niced, or no autogroup scheduling here).
+    that is above 0; the niceness set, or None (not niced, or no autogroup scheduling here).
     Without it a niced job's server would compete with every other session at the default
     priority: autogroup scheduling shares the CPU between sessions first and applies a process's
-    niceness only within its session."""
+    niceness only within its session. The file is read back ("/autogroup-N nice V" from the
+    kernel): a sandbox's /proc may take the write and show nothing, which sets nothing."""
     niceness = os.getpriority(os.PRIO_PROCESS, 0)
     if niceness <= 0:
         return None
     try:
         with open(autogroup, "w") as group:
             group.write(str(niceness))
+        with open(autogroup) as group:
+            shown = group.read().split()
     except OSError:  # a kernel without CONFIG_SCHED_AUTOGROUP, or the file refused
         return None
-    return niceness
+    return niceness if shown[-1:] == [str(niceness)] else None
 
 
 def serve(key: str) -> int:
