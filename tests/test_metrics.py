@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -318,6 +319,7 @@ def _metrics_payload(order, retrain_seed, accuracy):
         "selected_epoch": 3,
         "epochs": 5,
         "wall_seconds": 1.5,
+        "precision": "float32",
         "config_fingerprint": "abc",
         "package_version": "0.1.0",
         "history": [{"epoch": 1}],  # not a column of the run table
@@ -340,9 +342,44 @@ def test_collect_runs_reads_metrics_json(tmp_path):
     assert list(runs["retrain_seed"]) == [0, 1, 0, 1]
     assert list(runs["test_accuracy"]) == [0.4, 0.5, 0.8, 0.9]
     assert (runs["kept_coordinates"] == 13).all()
+    assert (runs["precision"] == "float32").all()
     table = diffroar_table(runs)
     assert table.loc[0, "diffroar"] == pytest.approx(0.4)
     assert table.loc[0, "n_runs"] == 2
+    assert table.loc[0, "precision"] == "float32"
+
+
+def test_a_diffroar_row_names_every_precision_its_runs_trained_in():
+    """`auto` resolves per device: runs retrained on a CPU and on a bf16 GPU under one config
+    land in one row, which says so; a row whose runs agree names one precision."""
+    provenance = {"config_fingerprint": "abc", "package_version": "0.1.0"}
+    runs = pd.DataFrame(
+        [
+            _run("gradient", 0.1, "top", 0, 0.9, precision="float32", **provenance),
+            _run("gradient", 0.1, "bottom", 0, 0.5, precision="float32", **provenance),
+            _run("gradient", 0.1, "top", 1, 0.8, precision="bfloat16", **provenance),
+            _run("gradient", 0.1, "bottom", 1, 0.6, precision="bfloat16", **provenance),
+            _run("gradient", 0.5, "top", 0, 0.95, precision="bfloat16", **provenance),
+            _run("gradient", 0.5, "bottom", 0, 0.75, precision="bfloat16", **provenance),
+        ]
+    )
+    table = diffroar_table(runs).set_index("keep_fraction")
+    assert table.loc[0.1, "precision"] == "bfloat16, float32"
+    assert table.loc[0.5, "precision"] == "bfloat16"
+    assert "precision" not in diffroar_table(runs.drop(columns="precision"))
+
+
+@pytest.mark.parametrize("value", [None, "", 16])
+def test_collect_runs_refuses_a_run_without_its_precision(tmp_path, value):
+    payload = _metrics_payload("top", 0, 0.9)
+    if value is None:
+        del payload["precision"]
+    else:
+        payload["precision"] = value
+    write_json(tmp_path / "metrics.json", payload)
+    expected = "no precision" if value is None else f"precision = {value!r}: must be a non-empty"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        collect_runs([tmp_path / "metrics.json"])
 
 
 def test_collect_runs_names_a_missing_column(tmp_path):

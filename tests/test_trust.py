@@ -312,6 +312,8 @@ def test_the_saliency_job_refuses_a_checkpoint_of_another_config(tmp_path_factor
 
 @pytest.mark.workflow
 def test_every_table_row_carries_its_config_fingerprint_and_package_version(tmp_path_factory):
+    """Every table row names the config fingerprint and package version that made it; the run
+    table's rows and the DiffROAR rows also the precision their runs trained in."""
     run = clean_run(tmp_path_factory)
     results = run / "results"
     tables = sorted(results.rglob("*.parquet"))
@@ -343,10 +345,12 @@ def test_every_table_row_carries_its_config_fingerprint_and_package_version(tmp_
         )
         metrics = json.loads((results / run_dir / "metrics.json").read_text())
         assert row.config_fingerprint == metrics["config_fingerprint"]
+        assert row.precision == metrics["precision"] in ("float32", "bfloat16")
     diffroar = pd.read_parquet(results / "diffroar.parquet")
     assert diffroar["config_fingerprint"].tolist() == [
         config_fingerprint(*sorted(runs["config_fingerprint"]))
     ]
+    assert diffroar["precision"].tolist() == [", ".join(sorted(set(runs["precision"])))]
     _, checkpoint = load_checkpoint(run / CHECKPOINT)
     noretrain = pd.read_parquet(results / "noretrain.parquet")
     assert (noretrain["config_fingerprint"] == checkpoint["config_fingerprint"]).all()

@@ -153,6 +153,7 @@ NAMES = (
     "order",
     "config_fingerprint",
     "attribution_fingerprint",
+    "precision",
 )
 # columns that may hold NaN (a control that was not run, a spread of one value)
 MAY_BE_MISSING = re.compile(r"^(mask_only_|beyond_mask_only|robust_)|(_std|_ci_low|_ci_high)$")
@@ -192,6 +193,7 @@ RUN_FIELDS = (
     "kept_coordinates",
     "config_fingerprint",
     "attribution_fingerprint",
+    "precision",
 )
 
 

@@ -60,6 +60,7 @@ RUN_COLUMNS = [
     "test_accuracy_last_epoch",
     "selected_epoch",
     "epochs",
+    "precision",
     "wall_seconds",
     "attribution_fingerprint",
     "config_fingerprint",
@@ -109,10 +110,13 @@ def interval95(values: pd.Series) -> tuple[float, float]:
 
 def provenance(runs: pd.DataFrame) -> dict[str, str]:
     """The `config_fingerprint` of a row that aggregates `runs` (the fingerprint of their sorted
-    fingerprints) and their `package_version`s (comma-separated when they differ)."""
+    fingerprints), their `package_version`s and, where the runs record it, the `precision` they
+    trained in (each comma-separated when they differ: precision `auto` resolves per device, so
+    runs retrained on different machines may mix float32 and bfloat16)."""
+    joined = ["package_version", *(["precision"] if "precision" in runs else [])]
     return {
         "config_fingerprint": config_fingerprint(*sorted(runs["config_fingerprint"])),
-        "package_version": ", ".join(sorted(set(runs["package_version"]))),
+        **{column: ", ".join(sorted(set(runs[column]))) for column in joined},
     }
 
 
