@@ -15,7 +15,8 @@ end.
 Each runs at the lowest priority (niceness 19, for its session's autogroup too), so the tests in
 the foreground keep their speed; the tests that read a run come last in the session
 (tests/conftest.py) and wait for it. A test that reads a run that failed fails with its output;
-runs still going when the session ends are killed with their process group.
+runs still going when the session ends, or when SIGTERM or SIGHUP ends it, are killed with their
+process group.
 """
 
 from __future__ import annotations
@@ -120,8 +121,24 @@ _runs: dict[str, BackgroundRun] = {}
 def start(fixture: str) -> None:
     """Start the run that `fixture` reads (once per session)."""
     if fixture not in _runs:
+        stop_on_termination()
         folder = Path(tempfile.mkdtemp(prefix=f"diffroar-{fixture}-"))
         _runs[fixture] = STARTERS[fixture](folder)
+
+
+def stop_on_termination() -> None:
+    """A session ended by SIGTERM or SIGHUP (`timeout`, a closed terminal, a cancelled CI job)
+    stops its runs too, then ends as the signal would have ended it: each run is a session of its
+    own, which the signal does not reach. A handler that someone else set is left in place."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    stop_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def run_of(fixture: str) -> BackgroundRun:
