@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from diffroar.config import SEED_MAX, keep_count, validate_config
-from diffroar.mask import keep_count as mask_keep_count
+from diffroar.config import SEED_MAX, validate_config
 from diffroar.resources import check_environment
 from small_runs import TABLES, clean_run, copy_run
 from snakemake.cli import parse_config
@@ -463,14 +462,6 @@ def test_the_finished_run_has_every_table_and_nothing_left_to_do(finished, outco
     assert outcome.after == outcome.before
     for table in TABLES:
         assert table.removeprefix("results/") in outcome.before
-
-
-@pytest.mark.parametrize("units", [64, 128, 784, 3072, 3136])
-def test_keep_count_of_the_config_is_that_of_the_mask_stage(units):
-    fractions = [i / 1000 for i in range(1, 1001)] + [0.0005, 0.05, 0.1025, 0.999999]
-    assert [keep_count(k, units) for k in fractions] == [
-        mask_keep_count(k, units) for k in fractions
-    ]
 
 
 def test_every_seed_up_to_the_bound_is_distinct_for_torch():

@@ -1,4 +1,4 @@
-"""Masking: how many coordinates are kept, which ones, and the masked store."""
+"""Masking: how many coordinates are kept (diffroar.units), which ones, and the masked store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from diffroar.data import read_images
 from diffroar.imputation import impute, noise_rng
 from diffroar.mask import (
-    keep_count,
     keep_mask,
     keep_masks,
     masked_splits,
@@ -16,6 +15,7 @@ from diffroar.mask import (
     tiebreak_rng,
 )
 from diffroar.store import SPLITS, create_store, open_store, read_split, write_array
+from diffroar.units import keep_count, ranked_units
 
 
 @pytest.mark.parametrize(
@@ -48,6 +48,15 @@ def test_keep_count_bounds(coordinates):
     assert all(1 <= c <= coordinates for c in counts)
     assert counts == sorted(counts)
     assert counts[-1] == coordinates
+
+
+def test_ranked_units_are_coordinates_or_pixels():
+    assert ranked_units((3, 32, 32), "coordinate") == 3072
+    assert ranked_units([3, 32, 32], "pixel") == 1024
+    assert ranked_units(np.array([1, 8, 8]), "pixel") == 64
+    assert type(ranked_units(np.array([1, 8, 8]), "coordinate")) is int
+    with pytest.raises(ValueError, match="ranking 'channel': must be one of coordinate, pixel"):
+        ranked_units((1, 8, 8), "channel")
 
 
 def test_rank_orders_by_descending_magnitude():

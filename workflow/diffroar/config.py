@@ -38,6 +38,7 @@ from .plugins import (
     source_sha256,
     weights_format,
 )
+from .units import keep_count, ranked_units
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Attribution methods (diffroar.saliency.METHODS has one function per name).
@@ -400,13 +401,6 @@ def dataset_classes(dataset: dict[str, Any]) -> list[int] | None:
     return None if dataset["loader"] == "imagefolder" else list(range(10))
 
 
-def keep_count(keep_fraction: float, coordinates: int) -> int:
-    """Coordinates kept per image: round(k * d), at least 1 and at most d. The count of
-    diffroar.mask.keep_count (tests/test_config.py checks they agree), here without the mask
-    stage's imports, which the Snakefile would pay at every start."""
-    return int(min(coordinates, max(1, round(keep_fraction * coordinates))))
-
-
 def _stratified(
     key: str, value: Any, part: int, whole: int, classes: int, of: str, sides: tuple[str, str]
 ) -> None:
@@ -542,7 +536,7 @@ def _check_keep_counts(config: dict[str, Any]) -> None:
     fractions = experiment["keep_fractions"]
     for name in experiment["datasets"]:
         shape = image_shape(config["datasets"][name])
-        units = math.prod(shape) if ranking == "coordinate" else shape[1] * shape[2]
+        units = ranked_units(shape, ranking)
         counts = [keep_count(k, units) for k in fractions]
         for index, count in enumerate(counts):
             first = counts.index(count)

@@ -41,14 +41,9 @@ from .store import (
     stored_array,
     write_array,
 )
+from .units import keep_count, ranked_units
 
 ORDERS = ("top", "bottom")
-RANKINGS = ("coordinate", "pixel")
-
-
-def keep_count(keep_fraction: float, coordinates: int) -> int:
-    """Coordinates kept per image: round(k * d), at least 1 and at most d."""
-    return int(min(coordinates, max(1, round(keep_fraction * coordinates))))
 
 
 def rank(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -56,13 +51,6 @@ def rank(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     scores are ordered by a random key drawn from `rng`."""
     tiebreak = rng.random(scores.shape)
     return np.lexsort((tiebreak, -np.abs(scores)), axis=-1)
-
-
-def ranked_units(shape: tuple[int, ...] | list[int], ranking: str) -> int:
-    """Number of ranked units of one image (C, H, W): C*H*W coordinates or H*W pixels."""
-    if ranking not in RANKINGS:
-        raise ValueError(f"ranking {ranking!r}: must be one of {', '.join(RANKINGS)}")
-    return int(np.prod(shape if ranking == "coordinate" else shape[1:]))
 
 
 def keep_masks(
