@@ -73,13 +73,15 @@ def test_closure_of_a_leaf_module_is_itself():
 
 def test_config_shares_only_its_light_tables_with_the_stages():
     # editing validation messages must not retrain models
-    # (methodnames: the grammar of derived method names, which the saliency stage parses too)
+    # (methodnames: the grammar of derived method names, which the saliency stage parses too;
+    # units: what a keep fraction keeps, which the mask stage counts with too)
     assert module_closure("config") == [
         "architectures",
         "config",
         "datafiles",
         "methodnames",
         "plugins",
+        "units",
     ]
     assert "config" not in module_closure("train")
     assert "config" not in module_closure("saliency")
@@ -116,6 +118,7 @@ def test_closure_recognises_every_import_form(package_copy):
         "provenance",  # metrics fingerprints the runs it aggregates
         "runtime",
         "store",
+        "units",  # config's keep-fraction counts
     ]
 
 
