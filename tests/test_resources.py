@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from diffroar.resources import (
     DEFAULT_MEM_MB,
@@ -67,7 +71,17 @@ def test_a_note_only_for_more_cores_than_cpus():
     assert "\n" not in note
 
 
-def test_the_cpus_are_those_this_process_may_use():
-    import os
-
-    assert available_cpus() == len(os.sched_getaffinity(0)) >= 1
+def test_the_cpus_are_those_this_process_may_use(monkeypatch):
+    """A process held to one CPU (taskset, a Slurm allocation) counts one, whatever the machine
+    has; where the OS has no affinity mask, the machine's count."""
+    code = (
+        "import os; os.sched_setaffinity(0, {0}); "
+        "from diffroar.resources import available_cpus; print(available_cpus())"
+    )
+    held = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert held.stdout.split() == ["1"]
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert available_cpus() == 5
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert available_cpus() == 1

@@ -8,6 +8,7 @@ Snakemake's Slurm executor (profiles/slurm) requests it all for every job.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,8 +80,6 @@ def for_attempt(resources: Mapping[str, Any], attempt: int) -> dict[str, Any]:
 
 def available_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    import os
-
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
